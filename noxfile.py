@@ -1,0 +1,73 @@
+"""Sessions of hybridft. `nox -s bench` is the main job, `nox -s tests` the test suite.
+
+Every session installs the project from pyproject.toml (its extras) under constraints.txt, the lock of the stack
+known to install together; nothing is listed twice here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+CONSTRAINTS = str(ROOT / "constraints.txt")
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    # torch first, on its own: 'torch==2.13.0' (from the lock) is the local CPU build.
+    session.install("-c", CONSTRAINTS, "torch")
+    session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+
+
+def _offline_env() -> dict[str, str]:
+    """Environment for runs here: the hub is unreachable, so say so up front instead of timing out per call."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    shared = ROOT.parent / "shared" / "data"
+    if "HYBRIDFT_DATA_DIR" not in os.environ and shared.is_dir():
+        env["HYBRIDFT_DATA_DIR"] = str(shared)
+    return env
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (CPU; the Triton kernel runs under TRITON_INTERPRET=1). Extra args go to pytest."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs, env=_offline_env())
+
+
+@nox.session(default=False)
+def lint(session: nox.Session) -> None:
+    """Check style with ruff (lint and format). Extra args go to `ruff check`."""
+    _install(session, "lint")
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The main job: run the benchmark matrix (default profile `quick`), then write tables and plots.
+
+    Example: `nox -s bench -- --profile smoke --tasks sst2 rte --methods plain hybrid`. See `--help`.
+    """
+    _install(session, "bench")
+    session.run("python", "-m", "bench", *session.posargs, env=_offline_env())
+
+
+@nox.session(default=False)
+def tables(session: nox.Session) -> None:
+    """Regenerate tables and plots from a results folder's runs.jsonl. Example: `nox -s tables -- results/quick`."""
+    _install(session, "bench")
+    session.run("python", "-m", "bench.tables", *session.posargs)
+
+
+@nox.session(name="bench-kernels", default=False)
+def bench_kernels(session: nox.Session) -> None:
+    """Time and measure the fused loss backends; writes results/kernels/*.csv. Extra args go to the script."""
+    _install(session, "bench")
+    session.run("python", "-m", "bench.kernels.bench_hybrid_kd", *session.posargs, env=_offline_env())
