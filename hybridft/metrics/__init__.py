@@ -1,1 +1,41 @@
-"""Being built."""
+"""The official metrics as local `evaluate` modules shipped inside the package (the hub modules need network).
+
+    from hybridft.metrics import load
+    load("glue", "cola").compute(predictions=[...], references=[...])
+    load("squad").compute(predictions=[{"id", "prediction_text"}], references=[{"id", "answers"}])
+    load("seqeval").compute(predictions=[["B-PER", ...]], references=[[...]])
+
+Each module is a plain script, ``hybridft/metrics/<name>/<name>.py``; ``evaluate.load`` copies it into its modules
+cache (HF_MODULES_CACHE) and imports it from there, which works from a source tree and from an installed wheel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["METRIC_NAMES", "load", "module_path"]
+
+METRIC_NAMES = ("glue", "squad", "seqeval")
+_HERE = Path(__file__).resolve().parent
+
+
+def module_path(name: str) -> Path:
+    """The local module script of metric ``name``."""
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(METRIC_NAMES)}")
+    path = _HERE / name / f"{name}.py"
+    if not path.is_file():  # pragma: no cover - a broken installation
+        raise FileNotFoundError(f"metric module {path} is missing from the installed package")
+    return path
+
+
+def load(name: str, config_name: str | None = None):
+    """The local evaluate module ``name`` (glue needs ``config_name`` = the GLUE task, as on the hub)."""
+    path = module_path(name)
+    if name == "glue" and config_name is None:
+        raise ValueError("metric 'glue' needs config_name: the GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, ...)")
+    if name != "glue" and config_name not in (None, "default"):
+        raise ValueError(f"metric {name!r} takes no config_name, got {config_name!r}")
+    import evaluate
+
+    return evaluate.load(str(path), config_name) if config_name else evaluate.load(str(path))

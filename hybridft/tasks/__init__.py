@@ -1,1 +1,43 @@
-"""Being built."""
+"""Task registry: every benchmark task by name (GLUE, SQuAD v1.1, CoNLL-2003, and the offline squad_devsplit).
+
+    from hybridft.tasks import get_task
+    task = get_task("sst2")
+    train = task.preprocess(task.load("train"), tokenizer, train=True)
+
+See base.Task for the contract every task follows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hybridft.tasks.base import Task
+from hybridft.tasks.conll import CONLL2003
+from hybridft.tasks.glue import GLUE_TASKS
+from hybridft.tasks.squad import SQUAD, SQUAD_DEVSPLIT
+
+__all__ = ["Task", "get_task", "offline_task_names", "task_names"]
+
+_REGISTRY: dict[str, Task] = {task.name: task for task in (*GLUE_TASKS, SQUAD, CONLL2003, SQUAD_DEVSPLIT)}
+
+
+def task_names() -> list[str]:
+    """Every registered task name, in registry order (GLUE, squad, conll2003, squad_devsplit)."""
+    return list(_REGISTRY)
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; ValueError naming it and listing the known tasks otherwise."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(_REGISTRY)}") from None
+
+
+def offline_task_names(data_dir: str | os.PathLike) -> list[str]:
+    """Tasks whose train split and main evaluation split both exist in the local folder ``data_dir``."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_dir {str(root)!r} is not a directory")
+    return [name for name, task in _REGISTRY.items() if task.has_offline(root)]

@@ -1,1 +1,1 @@
-"""Being built."""
+"""Local evaluate module: glue.py (loaded through hybridft.metrics.load)."""

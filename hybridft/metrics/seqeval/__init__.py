@@ -1,1 +1,1 @@
-"""Being built."""
+"""Local evaluate module: seqeval.py (loaded through hybridft.metrics.load)."""

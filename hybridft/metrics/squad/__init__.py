@@ -1,1 +1,1 @@
-"""Being built."""
+"""Local evaluate module: squad.py (loaded through hybridft.metrics.load)."""
