@@ -1,0 +1,107 @@
+"""`python -m bench` (what `nox -s bench` runs): run a profile's matrix into a results folder, then write tables.
+
+Examples:
+    python -m bench --profile smoke --output /tmp/smoke
+    python -m bench --profile quick --tasks sst2 rte --methods plain lora hybrid
+    python -m bench --profile paper --shard 3/8          # one of 8 SLURM array tasks; same options on each
+    python -m bench --profile paper --launcher "torchrun --standalone --nproc_per_node=4"
+    python -m bench --profile quick --list               # the matrix and which runs are done
+
+Rerunning the same command resumes: finished runs (ok or diverged) are skipped, failed ones too unless
+--retry-failed. Shard K/N writes OUTPUT/runs-K-of-N.jsonl, an unsharded bench OUTPUT/runs.jsonl; tables merge all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench import profiles as prof
+from bench import records as rec
+from bench import runner
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p.add_argument(
+        "--profile", default="quick", help="smoke, quick, paper, or a path to a profile .toml (default quick)"
+    )
+    p.add_argument("--tasks", nargs="+", help="only these tasks (default: the profile's)")
+    p.add_argument("--methods", nargs="+", help="only these methods; 'alpha_sweep' is the α-curve pseudo-method")
+    p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: the profile's)")
+    p.add_argument("--data-dir", help="local data folder (default $HYBRIDFT_DATA_DIR, else the Hugging Face hub)")
+    p.add_argument("--output", type=Path, help="results folder (default results/<profile>)")
+    p.add_argument("--cache-dir", type=Path, help="stage artifacts and run scratch (default OUTPUT/artifacts)")
+    p.add_argument("--shard", help="K/N: run only shard K of N (whole model/task/seed groups, round-robin)")
+    p.add_argument("--list", action="store_true", help="print the matrix and which runs are done, run nothing")
+    p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed (default: skip them)")
+    p.add_argument(
+        "--launcher", help='run each run as "<LAUNCHER> -m bench.worker", e.g. "torchrun --nproc_per_node=4"'
+    )
+    p.add_argument("--no-tables", action="store_true", help="skip writing tables and plots at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("--keep-work", action="store_true", help="keep every run's scratch folder (default: failed only)")
+    return p.parse_args(argv)
+
+
+def _data_dir(text: str | None) -> str | None:
+    from hybridft.data import resolve_data_dir
+
+    path = resolve_data_dir(text)
+    return str(path.resolve()) if path is not None else None
+
+
+def list_matrix(specs: list[prof.RunSpec], output: Path) -> None:
+    """One line per run with its recorded status (or 'pending'), then the counts."""
+    status = {r["key"]: r["status"] for r in rec.load_records(output)}
+    counts: dict[str, int] = {}
+    for i, spec in enumerate(specs, start=1):
+        state = status.get(spec.key, "pending")
+        counts[state] = counts.get(state, 0) + 1
+        print(f"{i:4d} {state:8s} {spec.key} {spec.label()}")
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty matrix")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.exit("run the bench as one process and give torchrun/accelerate to --launcher (see --help)")
+    runner.environment_defaults()
+    profile = prof.load_profile(args.profile)
+    data_dir = _data_dir(args.data_dir)
+    output = args.output or Path("results") / profile.name
+    specs = prof.build_matrix(profile, tasks=args.tasks, methods=args.methods, seeds=args.seeds, data_dir=data_dir)
+    shard = prof.parse_shard(args.shard) if args.shard else None
+    if shard:
+        specs = prof.shard(specs, *shard)
+    if args.list:
+        print(
+            f"profile {profile.name}: {profile.description}"
+            + (f" [needs {', '.join(profile.requires)}]" if profile.requires else "")
+        )
+        list_matrix(specs, output)
+        return 0
+    output.mkdir(parents=True, exist_ok=True)
+    opts = runner.BenchOptions(
+        output=output,
+        cache_dir=args.cache_dir or runner.default_cache_dir(output),
+        runs_file=output / rec.runs_filename(shard),
+        retry_failed=args.retry_failed,
+        launcher=runner.python_launcher(args.launcher),
+        progress=not args.no_progress,
+        keep_work=args.keep_work,
+    )
+    runner.run_matrix(specs, profile, opts)
+    if not args.no_tables:
+        from bench import tables
+
+        tables.write_all(output)
+        print(f"tables and plots written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

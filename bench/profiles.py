@@ -1,0 +1,270 @@
+"""Benchmark profiles: data files in bench/profiles/*.toml merged into frozen dataclasses, and the run matrix.
+
+A profile names the model(s), tasks, methods and seeds, the shared run settings (`[run]`: subset sizes, epochs,
+batch size, max_length, learning rate) and an ordered list of `[[override]]` tables. An override applies to every
+run whose model/task/method match its `model`/`task`/`method` keys (a string or a list; a missing key matches
+all); its other keys are RunConfig fields (`epochs`, `learning_rate`, ...) or, for any other name, fields of the
+method's config (`method_args`). Later overrides win. `[alpha_sweep]` adds one pseudo-run per (model, task, seed)
+that records the WiSE-FT α curve of `base_method` (reusing the cached teachers).
+
+The matrix is ordered model → task → seed → method (α sweep last), so the runs that share a teacher stage are
+adjacent, and a shard gets whole (model, task, seed) groups: teachers are built once per shard and two shards
+never write the same stage artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    try:
+        import tomli as tomllib
+    except ImportError:  # the error names the fix instead of failing later on a missing attribute
+        tomllib = None
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+ALPHA_SWEEP = "alpha_sweep"
+# RunConfig fields a profile may set; every other override key goes to the method config (method_args).
+RUN_FIELDS = ("train_size", "eval_size", "max_length", "epochs", "batch_size", "eval_batch_size", "learning_rate")
+MATCH_KEYS = ("model", "task", "method")
+
+
+def profile_names() -> list[str]:
+    """Every profile shipped in bench/profiles/."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+@dataclass(frozen=True)
+class Override:
+    """Settings for the runs whose model, task and method match (None matches all)."""
+
+    model: tuple[str, ...] | None
+    task: tuple[str, ...] | None
+    method: tuple[str, ...] | None
+    values: Mapping[str, Any]
+
+    def matches(self, model: str, task: str, method: str) -> bool:
+        pairs = ((self.model, model), (self.task, task), (self.method, method))
+        return all(allowed is None or value in allowed for allowed, value in pairs)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One benchmark profile, as read from its file. `run` holds RunConfig defaults (see RUN_FIELDS)."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    run: Mapping[str, Any]
+    overrides: tuple[Override, ...] = ()
+    offline_tasks: bool = False  # with a data dir: every task whose train split is there, instead of `tasks`
+    alpha_sweep: bool = False
+    alphas: tuple[float, ...] = ()
+    sweep_method: str = "wise_ft"
+    requires: tuple[str, ...] = ()  # e.g. ("gpu", "hub"): stated in --list and in the table header
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("models", "tasks", "methods", "seeds"):
+            if not getattr(self, name):
+                raise ValueError(f"profile {self.name!r}: {name} is empty; expected at least one entry")
+        unknown = set(self.run) - set(RUN_FIELDS)
+        if unknown:
+            raise ValueError(f"profile {self.name!r}: unknown [run] keys {sorted(unknown)}; expected {RUN_FIELDS}")
+        if self.alpha_sweep and not self.alphas:
+            raise ValueError(f"profile {self.name!r}: alpha_sweep is on but alphas is empty")
+        if any(not 0.0 <= a <= 1.0 for a in self.alphas):
+            raise ValueError(f"profile {self.name!r}: alphas must lie in [0, 1], got {self.alphas}")
+
+    def settings(self, model: str, task: str, method: str) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+        """RunConfig fields and method_args for one run: [run] defaults, then each matching override in order."""
+        run_fields, method_args = dict(self.run), {}
+        for override in self.overrides:
+            if override.matches(model, task, method):
+                for key, value in override.values.items():
+                    (run_fields if key in RUN_FIELDS else method_args)[key] = value
+        return run_fields, tuple(sorted(method_args.items()))
+
+
+def _as_tuple(value: Any, key: str, source: str) -> tuple | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(value)
+    raise ValueError(f"{source}: {key} must be a string or a list, got {value!r}")
+
+
+def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>") -> Profile:
+    """Build a Profile from a parsed TOML mapping; unknown top-level keys are errors, not silently ignored."""
+    known = {"description", "models", "tasks", "methods", "seeds", "run", "override", "offline_tasks",
+             "alpha_sweep", "requires", "notes"}  # fmt: skip
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+    overrides = []
+    for i, table in enumerate(data.get("override", [])):
+        match = {k: _as_tuple(table.get(k), k, f"{source} override #{i}") for k in MATCH_KEYS}
+        values = {k: v for k, v in table.items() if k not in MATCH_KEYS}
+        overrides.append(Override(**match, values=MappingProxyType(values)))
+    sweep = data.get("alpha_sweep", {})
+    return Profile(
+        name=name,
+        description=data.get("description", ""),
+        models=tuple(data.get("models", ())),
+        tasks=tuple(data.get("tasks", ())),
+        methods=tuple(data.get("methods", ())),
+        seeds=tuple(int(s) for s in data.get("seeds", ())),
+        run=MappingProxyType(dict(data.get("run", {}))),
+        overrides=tuple(overrides),
+        offline_tasks=bool(data.get("offline_tasks", False)),
+        alpha_sweep=bool(sweep.get("enabled", False)),
+        alphas=tuple(float(a) for a in sweep.get("alphas", ())),
+        sweep_method=sweep.get("method", "wise_ft"),
+        requires=tuple(data.get("requires", ())),
+        notes=data.get("notes", ""),
+    )
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A shipped profile by name (smoke, quick, paper) or any profile file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = PROFILE_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise ValueError(f"unknown profile {name_or_path!r}; expected one of {profile_names()} or a .toml path")
+    if tomllib is None:  # pragma: no cover
+        raise RuntimeError("reading profiles on Python 3.10 needs the 'tomli' package: pip install tomli")
+    with path.open("rb") as f:
+        return parse_profile(path.stem, tomllib.load(f), source=str(path))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the matrix: a RunConfig, or (kind "alpha_sweep") the α curve of that config."""
+
+    config: Any  # hybridft.experiment.RunConfig
+    kind: str = "run"
+    alphas: tuple[float, ...] = field(default=())
+
+    @property
+    def method(self) -> str:
+        """The method shown in tables: the RunConfig's, or "alpha_sweep"."""
+        return ALPHA_SWEEP if self.kind == ALPHA_SWEEP else self.config.method
+
+    @property
+    def key(self) -> str:
+        """Identity of the run in runs.jsonl: the config hash (plus the α grid for a sweep)."""
+        if self.kind == "run":
+            return self.config.config_hash()
+        blob = json.dumps({"kind": self.kind, "config": self.config.config_hash(), "alphas": self.alphas})
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def group(self) -> tuple[str, str, int]:
+        """Runs that share teacher stages: same model, task and seed."""
+        return (self.config.model, self.config.task, self.config.seed)
+
+    def label(self) -> str:
+        c = self.config
+        return f"{c.task}/{self.method}/seed{c.seed}" + (f"/{c.model}" if c.model else "")
+
+
+def _default_config_factory() -> Callable[..., Any]:
+    from hybridft.experiment import RunConfig
+
+    return RunConfig
+
+
+def resolve_tasks(profile: Profile, data_dir: str | Path | None) -> tuple[str, ...]:
+    """The profile's tasks; with `offline_tasks` and a data dir, the tasks whose train split is there."""
+    if not (profile.offline_tasks and data_dir):
+        return profile.tasks
+    from hybridft.tasks import offline_task_names
+
+    return tuple(offline_task_names(data_dir))
+
+
+def build_matrix(
+    profile: Profile,
+    *,
+    tasks: Iterable[str] | None = None,
+    methods: Iterable[str] | None = None,
+    seeds: Iterable[int] | None = None,
+    data_dir: str | Path | None = None,
+    config_factory: Callable[..., Any] | None = None,
+) -> list[RunSpec]:
+    """Every run of the profile, narrowed to the given tasks/methods/seeds, in matrix order."""
+    make = config_factory or _default_config_factory()
+    task_list = list(tasks) if tasks else list(resolve_tasks(profile, data_dir))
+    all_methods = [*profile.methods, *([ALPHA_SWEEP] if profile.alpha_sweep else [])]
+    method_list = [m for m in all_methods if m in set(methods)] if methods else all_methods
+    if methods:
+        missing = set(methods) - set(all_methods)
+        if missing:
+            raise ValueError(f"--methods {sorted(missing)} not in profile {profile.name!r}; expected {all_methods}")
+    seed_list = list(seeds) if seeds else list(profile.seeds)
+    specs = []
+    for model in profile.models:
+        for task in task_list:
+            for seed in seed_list:
+                for method in method_list:
+                    base = profile.sweep_method if method == ALPHA_SWEEP else method
+                    run_fields, method_args = profile.settings(model, task, base)
+                    cfg = make(task=task, method=base, seed=seed, model=model, method_args=method_args,
+                               data_dir=str(data_dir) if data_dir else None, **run_fields)  # fmt: skip
+                    if method == ALPHA_SWEEP:
+                        specs.append(RunSpec(cfg, kind=ALPHA_SWEEP, alphas=profile.alphas))
+                    else:
+                        specs.append(RunSpec(cfg))
+    return specs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' (1-based) → (K, N); ValueError naming the expected form."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like K/N with integers, e.g. 2/4; got {text!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard K/N needs 1 <= K <= N; got {text!r}")
+    return k, n
+
+
+def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:
+    """Shard k of n (1-based): whole (model, task, seed) groups, dealt round-robin in matrix order."""
+    if not 1 <= k <= n:
+        raise ValueError(f"shard k={k} of n={n}: expected 1 <= k <= n")
+    order: dict[tuple, int] = {}
+    for spec in specs:
+        order.setdefault(spec.group, len(order))
+    return [s for s in specs if order[s.group] % n == k - 1]
+
+
+__all__ = [
+    "ALPHA_SWEEP",
+    "RUN_FIELDS",
+    "Override",
+    "Profile",
+    "RunSpec",
+    "build_matrix",
+    "load_profile",
+    "parse_profile",
+    "parse_shard",
+    "profile_names",
+    "resolve_tasks",
+    "shard",
+]

@@ -1,0 +1,204 @@
+"""Run a profile's matrix: skip finished runs, record each run as it ends, go on after a failure.
+
+In-process by default: every run calls `hybridft.experiment.run_experiment` (or `alpha_sweep`) in this process, so
+the stack is imported once. With `--launcher` each run is a subprocess instead,
+`<launcher> -m bench.worker SPEC RESULT` — that is how one run uses several GPUs:
+
+    python -m bench --profile paper --launcher "torchrun --standalone --nproc_per_node=4"
+    python -m bench --profile paper --launcher "accelerate launch --num_processes 4"
+
+Every rank runs the same training (the Trainer wraps the model in DDP from the launcher's environment); only rank 0
+writes the result file, and only this runner process ever writes runs.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import records as rec
+from bench.profiles import ALPHA_SWEEP, Profile, RunSpec
+
+TRACEBACK_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Where and how a bench runs (the matrix itself comes from the profile)."""
+
+    output: Path
+    cache_dir: Path
+    runs_file: Path
+    retry_failed: bool = False
+    launcher: tuple[str, ...] = ()
+    progress: bool = True
+    keep_work: bool = False
+
+
+def execute(spec: RunSpec, *, work_dir: Path, cache_dir: Path, progress: bool) -> dict[str, Any]:
+    """Run one cell in this process and return its result fields (the run_experiment dict, or the α curve)."""
+    from hybridft import experiment
+
+    if spec.kind == ALPHA_SWEEP:
+        curve = experiment.alpha_sweep(
+            spec.config, spec.alphas, work_dir=work_dir, cache_dir=cache_dir, progress=progress
+        )
+        return sweep_result(curve)
+    return experiment.run_experiment(spec.config, work_dir=work_dir, cache_dir=cache_dir, progress=progress)
+
+
+def sweep_result(curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """Record fields for an α sweep: the curve, and as headline the best point (its α in the metrics)."""
+    finite = [p for p in curve if isinstance(p.get("headline"), (int, float)) and p["headline"] == p["headline"]]
+    best = max(finite, key=lambda p: p["headline"]) if finite else None
+    return {
+        "curve": [{"alpha": p["alpha"], "headline": p["headline"], "metrics": p.get("metrics", {})} for p in curve],
+        "metrics": {"best_alpha": best["alpha"]} if best else {},
+        "headline": best["headline"] if best else None,
+        "status": "ok" if best else "diverged",
+    }
+
+
+def execute_launched(spec: RunSpec, *, launcher: tuple[str, ...], work_dir: Path, cache_dir: Path) -> dict:
+    """Run one cell as `<launcher> -m bench.worker SPEC RESULT` and read back what rank 0 wrote."""
+    spec_path, result_path = work_dir / "spec.json", work_dir / "result.json"
+    spec_path.write_text(json.dumps(spec_to_json(spec, cache_dir), sort_keys=True), encoding="utf-8")
+    result_path.unlink(missing_ok=True)
+    cmd = [*launcher, "-m", "bench.worker", str(spec_path), str(result_path)]
+    code = subprocess.run(cmd, check=False).returncode
+    if result_path.is_file():
+        payload = json.loads(result_path.read_text(encoding="utf-8"))
+        if "error" in payload:
+            raise WorkerError(payload["error"])
+        if code == 0:
+            return payload["result"]
+    raise WorkerError({"type": "WorkerExit", "message": f"{shlex.join(cmd)} exited with code {code}",
+                       "traceback": ""})  # fmt: skip
+
+
+class WorkerError(RuntimeError):
+    """A launched run failed; carries the worker's error type, message and traceback."""
+
+    def __init__(self, error: dict[str, str]):
+        super().__init__(error.get("message", ""))
+        self.error = error
+
+
+def spec_to_json(spec: RunSpec, cache_dir: Path) -> dict[str, Any]:
+    return {"config": spec.config.to_dict() | {"data_dir": spec.config.data_dir}, "kind": spec.kind,
+            "alphas": list(spec.alphas), "cache_dir": str(cache_dir)}  # fmt: skip
+
+
+def error_fields(err: BaseException) -> dict[str, Any]:
+    """The `error` of a failed record: exception type, message, and the traceback's tail."""
+    if isinstance(err, WorkerError):
+        return dict(err.error)
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return {"type": type(err).__name__, "message": str(err), "traceback": tb[-TRACEBACK_TAIL_CHARS:]}
+
+
+def build_record(spec: RunSpec, profile: str, outcome: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    """One runs.jsonl line: identity, config, outcome (result fields or error), wall time, provenance."""
+    from hybridft.provenance import collect
+    from hybridft.tasks import get_task
+
+    cfg = spec.config
+    task = get_task(cfg.task)
+    config = {k: v for k, v in cfg.to_dict().items() if k != "data_dir"}
+    record = {
+        "key": spec.key,
+        "kind": spec.kind,
+        "task": cfg.task,
+        "method": spec.method,
+        "seed": cfg.seed,
+        "model": cfg.model,
+        "profile": profile,
+        "task_kind": task.kind,
+        "metric_name": task.metric_name,
+        "config_hash": cfg.config_hash(),
+        "config": config,
+        "alphas": list(spec.alphas) if spec.kind == ALPHA_SWEEP else None,
+        "wall_time_s": round(wall_s, 3),
+        **outcome,
+        **collect(),
+    }
+    record.setdefault("status", "ok")
+    return record
+
+
+def run_one(spec: RunSpec, profile: Profile, opts: BenchOptions) -> dict[str, Any]:
+    """Run one cell, turning any exception into a failed record; the record is returned, not yet written."""
+    work_dir = opts.cache_dir / "work" / spec.key
+    work_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        if opts.launcher:
+            outcome = execute_launched(spec, launcher=opts.launcher, work_dir=work_dir, cache_dir=opts.cache_dir)
+        else:
+            outcome = execute(spec, work_dir=work_dir, cache_dir=opts.cache_dir, progress=opts.progress)
+        outcome = dict(outcome)
+    except Exception as err:  # a failed run is recorded and the bench goes on; Ctrl-C still stops it
+        outcome = {"status": "failed", "error": error_fields(err)}
+    wall = time.perf_counter() - start
+    if outcome["status"] != "failed" and not opts.keep_work:
+        shutil.rmtree(work_dir, ignore_errors=True)  # keep the scratch of failed runs for debugging
+    return build_record(spec, profile.name, outcome, wall)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    if record["status"] == "failed":
+        err = record["error"]
+        return f"FAILED {err['type']}: {err['message'][:200]}"
+    head = record.get("headline")
+    head_text = f"{record.get('headline_metric', 'headline')}={head:.4f}" if isinstance(head, float) else "no score"
+    return f"{record['status']} {head_text} ({record['wall_time_s']:.1f}s)"
+
+
+def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions) -> list[dict[str, Any]]:
+    """Run every spec not finished yet (per records in the output folder), appending each record as it ends."""
+    from tqdm.auto import tqdm
+
+    done = rec.finished_keys(rec.load_records(opts.output), retry_failed=opts.retry_failed)
+    todo = [s for s in specs if s.key not in done]
+    print(f"{len(specs)} runs in the matrix, {len(specs) - len(todo)} already done, {len(todo)} to run "
+          f"→ {opts.runs_file}", flush=True)  # fmt: skip
+    written = []
+    bar = tqdm(todo, desc="bench", unit="run", disable=not opts.progress or not todo, dynamic_ncols=True)
+    for i, spec in enumerate(bar, start=1):
+        bar.set_description(f"bench {spec.label()}")
+        record = run_one(spec, profile, opts)
+        if rec.append_record(opts.runs_file, record):
+            written.append(record)
+        tqdm.write(f"[{i}/{len(todo)}] {spec.label()}: {_summary(record)}")
+    bar.close()
+    return written
+
+
+def default_cache_dir(output: Path) -> Path:
+    """Stage artifacts and per-run scratch live in OUTPUT/artifacts (git-ignored under results/)."""
+    return output / "artifacts"
+
+
+def python_launcher(text: str | None) -> tuple[str, ...]:
+    """Split a --launcher string; a bare 'python' means this interpreter (a subprocess per run, no DDP)."""
+    if not text:
+        return ()
+    parts = tuple(shlex.split(text))
+    return (sys.executable, *parts[1:]) if parts and parts[0] == "python" else parts
+
+
+def environment_defaults() -> None:
+    """Quiet and deterministic defaults for child libraries, unless the user set them."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+__all__ = ["BenchOptions", "build_record", "execute", "run_matrix", "run_one", "sweep_result"]

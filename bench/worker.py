@@ -1,0 +1,52 @@
+"""One benchmark run in its own process: `<launcher> -m bench.worker SPEC.json RESULT.json`.
+
+The runner starts this under `torchrun`/`accelerate launch` (its `--launcher` option) so one run can use several
+GPUs. Every rank trains (the Trainer picks up the distributed environment the launcher sets); rank 0 alone writes
+RESULT.json, atomically: {"result": {...}} on success, {"error": {type, message, traceback}} on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def load_spec(path: Path):
+    """The RunSpec (and cache dir) that the runner wrote with runner.spec_to_json."""
+    from bench.profiles import RunSpec
+    from hybridft.experiment import RunConfig
+
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    config = dict(payload["config"])
+    config["method_args"] = tuple((k, v) for k, v in config.get("method_args", ()))
+    spec = RunSpec(RunConfig(**config), kind=payload["kind"], alphas=tuple(payload["alphas"]))
+    return spec, Path(payload["cache_dir"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench import records, runner
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m bench.worker SPEC.json RESULT.json", file=sys.stderr)
+        return 2
+    spec_path, result_path = Path(args[0]), Path(args[1])
+    spec, cache_dir = load_spec(spec_path)
+    try:
+        result = runner.execute(spec, work_dir=spec_path.parent, cache_dir=cache_dir, progress=_rank() == 0)
+        payload, code = {"result": result}, 0
+    except Exception as err:
+        payload, code = {"error": runner.error_fields(err)}, 1
+    if _rank() == 0:
+        records.atomic_write_text(result_path, records.dumps(payload) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
