@@ -1,5 +1,384 @@
-"""Placeholder until the fused-loss issue lands: the public entry point is defined by the kernel work."""
+"""The hybrid distillation loss: one public function, three back ends (DESIGN.md §2).
+
+Per row i over C classes, with m = α·pre + (1−α)·student:
+
+    loss_i = ce_weight·CE(m_i, y_i)                          (skipped where y_i == ignore_index or labels is None)
+           + β·T²·KL(softmax(pre_i/T) ‖ softmax(m_i/T))
+           + γ·T²·KL(softmax(fine_i/T) ‖ softmax(m_i/T))
+
+"mean" = Σ CE / #labelled rows + Σ KD / #rows (a term is 0 when its count is 0), "sum" adds every row, "none"
+returns the per-row losses with the logits' leading shape ((N,) for (N, C) logits). Only ``student_logits``
+gets a gradient: (1−α)·[ce_weight·(softmax(m) − onehot(y)) + β·T·(softmax(m/T) − p_pre) + γ·T·(softmax(m/T) −
+p_fine)], scaled like its term by the reduction.
+
+Back ends:
+- ``"triton"``: the fused kernel in ``hybridft.kernels.hybrid_kd`` (CUDA, or CPU under ``TRITON_INTERPRET=1``).
+- ``"torch"``: the fallback below. Same grad-in-forward design as the kernel, rows processed in chunks so the
+  extra memory beyond the stored gradient is bounded (``_CHUNK_BYTES``), float32 arithmetic (float64 for float64
+  inputs, which gradcheck uses).
+- ``"reference"``: a plain composition of ``torch.nn.functional`` ops that autograd differentiates.
+- ``"auto"``: ``"triton"`` for CUDA tensors when the kernel module imports, else ``"torch"``.
+
+Conventions shared by every back end (tested):
+- The loss is float32 (float64 for float64 inputs); the gradient has the logits' dtype.
+- A weight of 0 switches its term off entirely, so 0·(−inf) never appears: with α = 0 the pretrained logits only
+  enter through the β term, with α = 1 the student is not read at all (its gradient is 0).
+- Masked classes are −inf. Each row needs at least one class that is finite in every input that is read. A teacher
+  class at −inf has probability 0 and adds nothing to its KL. A class where the blend m is −inf but the teacher is
+  finite makes that KL +inf (its true value); the gradient stays finite. Mask student and teachers identically, as
+  QA padding does, and every term is finite.
+- NaN in an input is not searched for (that would cost a full extra read of three tensors and a host sync every
+  step): it propagates to the loss of its row, hence to the reduced loss, and to the gradient. It is never hidden,
+  so a training loop sees a non-finite loss and can stop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+__all__ = ["BACKENDS", "REDUCTIONS", "hybrid_kd_loss"]
+
+BACKENDS = ("auto", "triton", "torch", "reference")
+REDUCTIONS = ("mean", "sum", "none")
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+# The fallback materialises about eight (rows × C) temporaries per chunk in the compute dtype; a chunk of this many
+# bytes per temporary keeps them cache-sized on a CPU and bounds the extra memory at ~8 × _CHUNK_BYTES whatever N is.
+_CHUNK_BYTES = 2 << 20
 
 
-def hybrid_kd_loss(*args, **kwargs):  # pragma: no cover - replaced by the real implementation
-    raise NotImplementedError("hybrid_kd_loss is being implemented")
+@dataclass(frozen=True)
+class LossParams:
+    """The scalar arguments of hybrid_kd_loss, already validated."""
+
+    alpha: float
+    beta: float
+    gamma: float
+    temperature: float
+    ce_weight: float
+    ignore_index: int
+    reduction: str
+
+
+def hybrid_kd_loss(
+    student_logits: torch.Tensor,
+    pre_logits: torch.Tensor,
+    fine_logits: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    alpha: float = 0.0,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    temperature: float = 1.0,
+    ce_weight: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Hybrid distillation loss of the student against a pretrained and a fine-tuned teacher (see module doc).
+
+    Logits are (N, C) or (..., C) (flattened to rows); labels have the logits' leading shape or (N,), int64, or
+    are None for no CE term. Returns a scalar, or the per-row losses with the leading shape for "none".
+    """
+    params = _check_scalars(alpha, beta, gamma, temperature, ce_weight, ignore_index, reduction, backend)
+    _check_logits(student_logits, pre_logits, fine_logits)
+    lead_shape = student_logits.shape[:-1]
+    num_classes = student_logits.shape[-1]
+    flat_labels = _check_labels(labels, student_logits, ignore_index)
+    student, pre, fine = (x.reshape(-1, num_classes) for x in (student_logits, pre_logits, fine_logits))
+
+    name = _resolve_backend(backend, student)
+    if name == "reference":
+        loss = reference_loss(student, pre.detach(), fine.detach(), flat_labels, params)
+    elif name == "torch":
+        loss = _TorchHybridKD.apply(student, pre, fine, flat_labels, params)
+    else:
+        from hybridft.kernels.hybrid_kd import hybrid_kd  # lazy: triton is needed for this back end only
+
+        loss = hybrid_kd(student, pre, fine, flat_labels, params)
+    return loss.reshape(lead_shape) if reduction == "none" else loss
+
+
+# ----------------------------------------------------------------------------------------------------- checks
+
+
+def _check_real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _check_scalars(alpha, beta, gamma, temperature, ce_weight, ignore_index, reduction, backend) -> LossParams:
+    alpha = _check_real("alpha", alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    weights = {"beta": beta, "gamma": gamma, "ce_weight": ce_weight}
+    for name, value in weights.items():
+        weights[name] = _check_real(name, value)
+        if weights[name] < 0:
+            raise ValueError(f"{name} must be >= 0, got {weights[name]}")
+    temperature = _check_real("temperature", temperature)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return LossParams(
+        alpha, weights["beta"], weights["gamma"], temperature, weights["ce_weight"], ignore_index, reduction
+    )
+
+
+def _check_logits(student: torch.Tensor, pre: torch.Tensor, fine: torch.Tensor) -> None:
+    for name, x in (("student_logits", student), ("pre_logits", pre), ("fine_logits", fine)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(
+                f"{name} must be a floating-point tensor of dtype float32, bfloat16, float16 or float64, got {x.dtype}"
+            )
+        if x.dim() < 2:
+            raise ValueError(f"{name} must have shape (N, C) or (..., C), got {tuple(x.shape)}")
+    for name, x in (("pre_logits", pre), ("fine_logits", fine)):
+        if x.shape != student.shape:
+            raise ValueError(
+                f"{name} must have the shape of student_logits {tuple(student.shape)}, got {tuple(x.shape)}"
+            )
+        if x.dtype != student.dtype:
+            raise TypeError(f"{name} must have the dtype of student_logits ({student.dtype}), got {x.dtype}")
+        if x.device != student.device:
+            raise ValueError(f"{name} must be on the device of student_logits ({student.device}), got {x.device}")
+
+
+def _check_labels(labels: torch.Tensor | None, student: torch.Tensor, ignore_index: int) -> torch.Tensor | None:
+    """Validate labels and return them flattened to (N,). One reduction over N labels checks the range."""
+    if labels is None:
+        return None
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
+    if labels.dtype != torch.int64:
+        raise TypeError(f"labels must be an int64 tensor, got {labels.dtype}")
+    lead, num_rows = student.shape[:-1], student.shape[:-1].numel()
+    if labels.shape != lead and labels.shape != (num_rows,):
+        raise ValueError(
+            f"labels must have shape {tuple(lead)} (the logits' leading shape) or ({num_rows},), "
+            f"got {tuple(labels.shape)}"
+        )
+    if labels.device != student.device:
+        raise ValueError(f"labels must be on the device of student_logits ({student.device}), got {labels.device}")
+    flat = labels.reshape(-1)
+    num_classes = student.shape[-1]
+    bad = (flat != ignore_index) & ((flat < 0) | (flat >= num_classes))
+    if bool(bad.any()):
+        index = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}, "
+            f"got {int(flat[index])} at row {index}"
+        )
+    return flat
+
+
+@lru_cache(maxsize=1)
+def _triton_importable() -> bool:
+    try:
+        import hybridft.kernels.hybrid_kd  # noqa: F401
+    except Exception:  # any failure (no triton, no driver, broken install) means: use the fallback
+        return False
+    return True
+
+
+def _resolve_backend(backend: str, student: torch.Tensor) -> str:
+    if backend == "auto":
+        use_triton = student.is_cuda and student.dtype != torch.float64 and _triton_importable()
+        return "triton" if use_triton else "torch"
+    if backend == "triton":
+        if student.dtype == torch.float64:
+            raise TypeError(
+                "backend='triton' takes float32, bfloat16 or float16 logits, got torch.float64 "
+                "(use backend='torch' for float64)"
+            )
+        if not student.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors, got device {student.device} (set "
+                "TRITON_INTERPRET=1 before importing triton to run the kernel on CPU, or use "
+                "backend='torch')"
+            )
+    return backend
+
+
+# ---------------------------------------------------------------------------------------- shared arithmetic
+
+
+def blend(student: torch.Tensor, pre: torch.Tensor, alpha: float) -> torch.Tensor:
+    """m = α·pre + (1−α)·student, reading only the inputs whose weight is non-zero (so 0·(−inf) never occurs)."""
+    if alpha == 0.0:
+        return student
+    if alpha == 1.0:
+        return pre
+    return torch.add(pre * alpha, student, alpha=1.0 - alpha)
+
+
+def term_scales(labels: torch.Tensor | None, num_rows: int, params: LossParams) -> tuple[float, float]:
+    """Factors of the CE and KD sums in the reduced loss (1 for "sum"/"none"; 1/count, or 0, for "mean")."""
+    if params.reduction != "mean":
+        return 1.0, 1.0
+    labelled = 0 if labels is None else int((labels != params.ignore_index).sum())
+    return (1.0 / labelled if labelled else 0.0), (1.0 / num_rows if num_rows else 0.0)
+
+
+def reduce_rows(ce: torch.Tensor, kd: torch.Tensor, ce_scale: float, kd_scale: float, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return ce + kd
+    return ce.sum() * ce_scale + kd.sum() * kd_scale
+
+
+# ------------------------------------------------------------------------------------------ torch fallback
+
+
+def _softmax_and_log(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax(x), log_softmax(x)) along the last dim with a single exp; x is consumed (reused in place)."""
+    shifted = x.sub_(x.amax(dim=-1, keepdim=True))
+    prob = torch.exp(shifted)
+    total = prob.sum(dim=-1, keepdim=True)
+    prob.div_(total)
+    return prob, shifted.sub_(total.log_())
+
+
+def _kl_rows(p: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Σ_c p·(log p − log q) per row; classes with p = 0 add exactly 0 (also where log p or log q is −inf)."""
+    diff = torch.where(p == 0, 0.0, log_p - log_q)  # "p == 0", not "p > 0": a NaN must stay NaN
+    return (p * diff).sum(dim=-1)
+
+
+def _chunk_forward(s, p, f, y, params: LossParams, ce_scale: float, kd_scale: float, want_grad: bool):
+    """Loss terms (per row) and the student's gradient for one chunk of rows, in the compute dtype."""
+    a, t = params.alpha, params.temperature
+    m = blend(s, p, a).clone()  # private copy: the softmax helpers work in place
+    ce = kd = m.new_zeros(m.shape[0])
+    grad = torch.zeros_like(m) if want_grad and a < 1.0 else None
+    q_t = log_q_t = None
+    uses_kd = params.beta > 0 or params.gamma > 0
+    if y is not None and params.ce_weight > 0:
+        q, log_q = _softmax_and_log(m.clone() if uses_kd and t != 1.0 else m)
+        labelled = y != params.ignore_index
+        safe_y = torch.where(labelled, y, 0).unsqueeze(1)
+        ce = torch.where(labelled, -log_q.gather(1, safe_y).squeeze(1), 0.0) * params.ce_weight
+        if t == 1.0:
+            q_t, log_q_t = q, log_q
+        if grad is not None:  # ce_weight·(q − onehot(y)) on labelled rows, without building the one-hot
+            row_weight = (labelled.to(q.dtype) * (params.ce_weight * ce_scale)).unsqueeze(1)
+            grad.addcmul_(q, row_weight).scatter_add_(1, safe_y, -row_weight)
+    if uses_kd:
+        if q_t is None:
+            q_t, log_q_t = _softmax_and_log(m.div_(t) if t != 1.0 else m)
+        if grad is not None:  # the q_t part of both KD gradients at once: (β+γ)·T·q_t
+            grad.add_(q_t, alpha=(params.beta + params.gamma) * t * kd_scale)
+    for teacher, weight in ((p, params.beta), (f, params.gamma)):
+        if weight == 0:
+            continue
+        p_t, log_p_t = _softmax_and_log(teacher.div(t) if t != 1.0 else teacher.clone())
+        kd = kd + _kl_rows(p_t, log_p_t, log_q_t) * (weight * t * t)
+        if grad is not None:
+            grad.sub_(p_t, alpha=weight * t * kd_scale)
+    if grad is not None:
+        grad.mul_(1.0 - a)
+    return ce, kd, grad
+
+
+def torch_forward(student, pre, fine, labels, params: LossParams, want_grad: bool):
+    """The fallback: loss (reduced as asked) and the gradient w.r.t. student (None if not wanted), chunk by chunk."""
+    num_rows, num_classes = student.shape
+    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    ce_scale, kd_scale = term_scales(labels, num_rows, params)
+    rows_per_chunk = max(1, _CHUNK_BYTES // (num_classes * compute.itemsize))
+    ce_rows = torch.empty(num_rows, dtype=compute, device=student.device)
+    kd_rows = torch.empty_like(ce_rows)
+    grad = torch.zeros_like(student) if want_grad else None
+    for start in range(0, num_rows, rows_per_chunk):
+        rows = slice(start, start + rows_per_chunk)
+        s, p, f = (x[rows].to(compute) for x in (student, pre, fine))
+        y = None if labels is None else labels[rows]
+        ce, kd, g = _chunk_forward(s, p, f, y, params, ce_scale, kd_scale, want_grad)
+        ce_rows[rows], kd_rows[rows] = ce, kd
+        if g is not None:
+            grad[rows] = g
+    return reduce_rows(ce_rows, kd_rows, ce_scale, kd_scale, params.reduction), grad
+
+
+class _TorchHybridKD(torch.autograd.Function):
+    """Grad-in-forward: forward stores d(loss)/d(student); backward only scales it by the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, student, pre, fine, labels, params: LossParams):
+        want_grad = ctx.needs_input_grad[0]
+        loss, grad = torch_forward(student, pre, fine, labels, params, want_grad)
+        ctx.per_row = params.reduction == "none"
+        if want_grad:
+            ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return scale_grad(grad, grad_output, ctx.per_row), None, None, None, None
+
+
+def _graph_kept() -> bool:
+    """True when this backward runs with retain_graph=True (PyTorch's own AOTAutograd asks the same question)."""
+    probe = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if probe is None else bool(probe())
+
+
+def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool) -> torch.Tensor:
+    """The stored d(loss)/d(student) times grad_output (per row for "none").
+
+    No second (N, C) buffer in the usual case: a scalar grad_output of 1 (plain ``loss.backward()``) hands the
+    stored tensor over, any other factor scales it in place. Both are only safe because the graph is freed after
+    this backward; with retain_graph=True the stored gradient is left untouched and a new tensor is returned, so
+    repeated backward calls stay correct. The ``== 1`` test is a host sync on CUDA, cheaper than a pass over N·C.
+    """
+    keep = _graph_kept()
+    if not per_row and bool(grad_output == 1):
+        return grad.clone() if keep else grad
+    factor = (grad_output.unsqueeze(-1) if per_row else grad_output).to(grad.dtype)
+    return grad * factor if keep else grad.mul_(factor)
+
+
+# ----------------------------------------------------------------------------------------------- reference
+
+
+def reference_loss(student, pre, fine, labels, params: LossParams) -> torch.Tensor:
+    """The loss as plain functional ops (autograd does the backward). float32 math, float64 for float64 input."""
+    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    s, p, f = student.to(compute), pre.to(compute), fine.to(compute)
+    a, t = params.alpha, params.temperature
+    m = blend(s, p, a)
+    # Where the loss does not depend on the student (α = 1, or every weight 0) keep it in the graph anyway, so that
+    # backward gives a zero gradient like the other back ends; masked −inf entries must not turn 0·x into NaN.
+    anchor = torch.where(torch.isfinite(s), s, 0.0).sum(dim=-1) * 0.0
+    ce = anchor
+    if labels is not None and params.ce_weight > 0:
+        ce = ce + F.cross_entropy(m, labels, ignore_index=params.ignore_index, reduction="none") * params.ce_weight
+    kd = s.new_zeros(s.shape[0])
+    log_q = F.log_softmax(m / t, dim=-1)
+    for teacher, weight in ((p, params.beta), (f, params.gamma)):
+        if weight > 0:
+            p_t = F.softmax(teacher / t, dim=-1)
+            kl = F.kl_div(log_q, p_t, reduction="none")
+            kd = kd + torch.where(p_t == 0, 0.0, kl).sum(dim=-1) * (weight * t * t)
+    ce_scale, kd_scale = term_scales(labels, s.shape[0], params)
+    return reduce_rows(ce, kd, ce_scale, kd_scale, params.reduction)
