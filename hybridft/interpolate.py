@@ -1,0 +1,65 @@
+"""WiSE-FT weight interpolation (Wortsman et al. 2022): θ_mix = α·θ_pre + (1−α)·θ_fine over every parameter.
+
+The formula is evaluated as written, so the endpoints are exact for finite weights: at α = 0 every entry is
+0·pre + 1·fine = fine, at α = 1 it is 1·pre + 0·fine = pre (no lerp rounding). Non-floating tensors (integer
+buffers such as BERT's ``position_ids``) cannot be interpolated and must be equal in both endpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+
+
+def check_alpha(alpha: float) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a number in [0, 1], got {type(alpha).__name__}")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (1 = the pretrained teacher, 0 = the fine-tuned one), got {alpha}")
+    return float(alpha)
+
+
+def check_compatible(pre: Mapping[str, torch.Tensor], fine: Mapping[str, torch.Tensor]) -> None:
+    """Raise ValueError naming the first key or shape that differs between two state dicts."""
+    missing = [k for k in pre if k not in fine]
+    if missing:
+        raise ValueError(f"state dicts differ: key {missing[0]!r} is in pre but not in fine ({len(missing)} such)")
+    extra = [k for k in fine if k not in pre]
+    if extra:
+        raise ValueError(f"state dicts differ: key {extra[0]!r} is in fine but not in pre ({len(extra)} such)")
+    for key, tensor in pre.items():
+        other = fine[key]
+        if tensor.shape != other.shape:
+            raise ValueError(f"state dicts differ at {key!r}: shape {tuple(tensor.shape)} vs {tuple(other.shape)}")
+        if tensor.dtype != other.dtype:
+            raise ValueError(f"state dicts differ at {key!r}: dtype {tensor.dtype} vs {other.dtype}")
+
+
+def interpolate_state_dicts(
+    pre: Mapping[str, torch.Tensor], fine: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """α·pre + (1−α)·fine for every floating tensor; other tensors must match exactly and are copied."""
+    alpha = check_alpha(alpha)
+    check_compatible(pre, fine)
+    mixed: dict[str, torch.Tensor] = {}
+    for key, p in pre.items():
+        f = fine[key].to(p.device)
+        if p.is_floating_point():
+            # float32 arithmetic for low-precision weights, then back to the stored dtype.
+            value = alpha * p.float() + (1.0 - alpha) * f.float()
+            mixed[key] = value.to(p.dtype)
+        else:
+            if not torch.equal(p, f):
+                raise ValueError(f"non-floating tensor {key!r} ({p.dtype}) differs between pre and fine")
+            mixed[key] = p.clone()
+    return mixed
+
+
+def interpolate_models(pre: torch.nn.Module, fine: torch.nn.Module, alpha: float) -> torch.nn.Module:
+    """A new model (a copy of ``fine``'s module) holding α·θ_pre + (1−α)·θ_fine; the inputs are left untouched."""
+    mixed_state = interpolate_state_dicts(pre.state_dict(), fine.state_dict(), alpha)
+    mixed = copy.deepcopy(fine)
+    mixed.load_state_dict(mixed_state, strict=True)
+    return mixed

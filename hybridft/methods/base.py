@@ -1,0 +1,145 @@
+"""What every method shares: its config base class, what it is handed (`TrainContext`) and what it returns (`Trained`).
+
+A method is a `Method` subclass with a ``name``, a ``config_class`` (a frozen dataclass that validates itself) and a
+``train(ctx, config) -> Trained``. Hyperparameter defaults live in the config classes, with the paper they come
+from; ``RunConfig.learning_rate`` overrides the field named by ``Method.lr_field`` (the learning rate of the stage
+the method itself trains), and ``RunConfig.method_args`` override any field by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from hybridft.training import FitResult, TrainSpec
+
+# BERT (Devlin et al. 2019, appendix A.3): Adam, lr in {5e-5, 3e-5, 2e-5}, weight decay 0.01, linear warmup over the
+# first 10% of steps. Used for full fine-tuning wherever a method fine-tunes every weight.
+FULL_FT_LR = 2e-5
+FULL_FT_WEIGHT_DECAY = 0.01
+FULL_FT_WARMUP = 0.1
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Optimisation fields every method has; subclasses add their own and extend `validate`."""
+
+    learning_rate: float = FULL_FT_LR
+    weight_decay: float = FULL_FT_WEIGHT_DECAY
+    warmup_ratio: float = FULL_FT_WARMUP
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("learning_rate",):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"{type(self).__name__}.{name} must be a positive finite number, got {value!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"{type(self).__name__}.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"{type(self).__name__}.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any]) -> MethodConfig:
+        """The defaults with ``overrides`` applied; an unknown name raises ValueError listing the known ones."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}; known fields: {', '.join(known)}")
+        return cls(**dict(overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainContext:
+    """Everything a method needs to train on one task: data, model spec, where to write, how long."""
+
+    run: Any  # the RunConfig (task, model, seed, epochs, batch sizes, max_length, ...)
+    task: Any  # hybridft.tasks.Task
+    tokenizer: Any
+    train_features: Any  # datasets.Dataset, task.preprocess(train=True)
+    data_key: dict  # identifies the training features: task, split subset fingerprint, preprocessing
+    work_dir: Path
+    cache_dir: Path
+    progress: bool = True
+
+    def collator(self):
+        return self.task.collator(self.tokenizer)
+
+    def build_model(self) -> torch.nn.Module:
+        from hybridft.models import build_model
+
+        return build_model(self.run.model, self.task, self.run.seed)
+
+    def spec(
+        self, learning_rate: float, epochs: float | None = None, *, weight_decay: float = 0.0, warmup_ratio: float = 0.0
+    ) -> TrainSpec:
+        """A `TrainSpec` with this run's batch size and seed; ``epochs`` None → the run's epochs."""
+        return TrainSpec(
+            learning_rate=learning_rate,
+            epochs=self.run.epochs if epochs is None else epochs,
+            batch_size=self.run.batch_size,
+            seed=self.run.seed,
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+        )
+
+    def stage_dir(self, name: str) -> Path:
+        path = self.work_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass
+class Trained:
+    """A method's result: the model to evaluate and the cost of every stage that produced it.
+
+    ``fits`` lists each training stage in order, including stages loaded from the cache (with the cost recorded
+    when they were computed), so the total is the same whether or not the cache was warm. ``trainable_params`` are
+    those of the stage the method itself trains; ``total_params`` count every weight used at inference.
+    """
+
+    model: torch.nn.Module
+    fits: list[FitResult]
+    trainable_params: int
+    total_params: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def train_time_s(self) -> float:
+        return sum(f.train_time_s for f in self.fits)
+
+    @property
+    def diverged(self) -> bool:
+        return any(f.diverged for f in self.fits)
+
+
+class Method:
+    """Base of every method: a name, a config class, the config field RunConfig.learning_rate sets, and `train`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]]
+    lr_field: ClassVar[str] = "learning_rate"
+
+    def make_config(self, method_args: Mapping[str, Any] = (), learning_rate: float | None = None) -> MethodConfig:
+        overrides = dict(method_args)
+        if learning_rate is not None:
+            if self.lr_field in overrides and overrides[self.lr_field] != learning_rate:
+                raise ValueError(
+                    f"learning_rate={learning_rate} conflicts with method_args {self.lr_field}={overrides[self.lr_field]}"
+                )
+            overrides[self.lr_field] = learning_rate
+        return self.config_class.from_overrides(overrides)
+
+    def train(self, ctx: TrainContext, config: MethodConfig) -> Trained:  # pragma: no cover - abstract
+        raise NotImplementedError

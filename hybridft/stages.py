@@ -1,0 +1,202 @@
+"""The teacher stages of the hybrid method, cached on disk by the hash of their stage config.
+
+1. LP teacher θ_pre: the pretrained encoder frozen, the task head trained (linear probing, Kumar et al. 2022).
+2. LP-FT teacher θ_fine: every weight fine-tuned, starting from θ_pre.
+
+A stage's key is the sha256 of its canonical config: model spec, task, seed, training data (subset fingerprint and
+preprocessing), batch size, its optimisation settings, and the key of the stage it starts from. Methods that share
+a stage (lp, lp_ft, wise_ft, hybrid, kd_*, hybrid_output at equal settings) and reruns load it instead of training
+it again. Artifacts are written to a temporary folder that is renamed into place when complete, so an interrupted
+run never leaves a half-written artifact. Under torchrun every rank trains, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hybridft.methods.base import FULL_FT_LR, FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY, TrainContext
+from hybridft.training import FitResult, fit
+
+# Linear probing with Adam: a larger step than fine-tuning since only a freshly initialised head moves (LP-FT's
+# own probe is a logistic regression solved to convergence; with SGD-style training 1e-3 is the usual choice).
+LP_LR = 1e-3
+
+STAGE_FORMAT = 1  # bump when the artifact layout changes
+
+
+@dataclass(frozen=True)
+class StageFields:
+    """Settings of the LP and LP-FT teacher stages, shared by every method built on them.
+
+    ``lp_epochs`` / ``ft_epochs`` None → the run's ``epochs``.
+    """
+
+    lp_learning_rate: float = LP_LR
+    lp_epochs: float | None = None
+    lp_weight_decay: float = 0.0
+    ft_learning_rate: float = FULL_FT_LR
+    ft_epochs: float | None = None
+    ft_weight_decay: float = FULL_FT_WEIGHT_DECAY
+    ft_warmup_ratio: float = FULL_FT_WARMUP
+
+    def validate_stages(self) -> None:
+        for name in ("lp_learning_rate", "ft_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("lp_epochs", "ft_epochs"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be None (the run's epochs) or > 0, got {value}")
+        if self.lp_weight_decay < 0 or self.ft_weight_decay < 0:
+            raise ValueError("lp_weight_decay and ft_weight_decay must be >= 0")
+        if not 0.0 <= self.ft_warmup_ratio < 1.0:
+            raise ValueError(f"ft_warmup_ratio must be in [0, 1), got {self.ft_warmup_ratio}")
+
+
+@dataclass
+class Teachers:
+    """θ_pre and θ_fine (frozen copies are up to the caller) and the cost of the stages that made them."""
+
+    pre: torch.nn.Module
+    fine: torch.nn.Module
+    fits: list[FitResult]
+
+
+def stable_hash(data: dict) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path):
+    """Yield a temporary folder next to ``target``; rename it to ``target`` on success, delete it on failure.
+
+    If another process completed ``target`` first, ours is discarded (both hold the same artifact).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "meta.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save(model: torch.nn.Module, result: FitResult, key_data: dict, target: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_dir(target) as tmp:
+        save_file(state, str(tmp / "model.safetensors"))
+        meta = {
+            "config": key_data,
+            "fit": {
+                "train_time_s": result.train_time_s,
+                "samples": result.samples,
+                "training_loss": result.training_loss,
+            },
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=repr))
+
+
+def _load(ctx: TrainContext, path: Path) -> tuple[torch.nn.Module, FitResult]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((path / "meta.json").read_text())
+    model = ctx.build_model()
+    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    return model, FitResult(**meta["fit"])
+
+
+def cached_stage(ctx: TrainContext, stage: str, key_data: dict, train_fn) -> tuple[torch.nn.Module, FitResult, str]:
+    """Load stage ``stage`` with config ``key_data`` from ``ctx.cache_dir``, or run ``train_fn()`` and store it."""
+    key = stable_hash({"format": STAGE_FORMAT, **key_data})
+    path = ctx.cache_dir / "stages" / f"{stage}-{key}"
+    if (path / "meta.json").is_file():
+        model, result = _load(ctx, path)
+    else:
+        model, result = train_fn()
+        if _rank() == 0:
+            _save(model, result, key_data, path)
+    return model, result, key
+
+
+def _base_key(ctx: TrainContext) -> dict:
+    run = ctx.run
+    return {
+        "model": run.model,
+        "task": ctx.task.name,
+        "seed": run.seed,
+        "data": ctx.data_key,
+        "batch_size": run.batch_size,
+    }
+
+
+def linear_probe(ctx: TrainContext, learning_rate: float, epochs: float | None, weight_decay: float):
+    """Stage 1: θ_pre, the head trained on the frozen encoder. Returns (model, FitResult, stage key)."""
+    from hybridft.models import head_parameter_names
+
+    spec = ctx.spec(learning_rate, epochs, weight_decay=weight_decay)
+    key_data = {"stage": "lp", **_base_key(ctx), "spec": spec.__dict__}
+
+    def train():
+        model = ctx.build_model()
+        head = set(head_parameter_names(model))
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in head)
+        result = fit(
+            model, ctx.train_features, ctx.collator(), spec, output_dir=ctx.stage_dir("lp"), progress=ctx.progress
+        )
+        return model, result
+
+    model, result, key = cached_stage(ctx, "lp", key_data, train)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return model, result, key
+
+
+def fine_tune_from(
+    ctx: TrainContext, pre: torch.nn.Module, pre_key: str, fields: StageFields, learning_rate: float | None = None
+):
+    """Stage 2: θ_fine, every weight trained starting from θ_pre. Returns (model, FitResult, stage key)."""
+    import copy
+
+    lr = fields.ft_learning_rate if learning_rate is None else learning_rate
+    spec = ctx.spec(lr, fields.ft_epochs, weight_decay=fields.ft_weight_decay, warmup_ratio=fields.ft_warmup_ratio)
+    key_data = {"stage": "lp_ft", **_base_key(ctx), "from": pre_key, "spec": spec.__dict__}
+
+    def train():
+        model = copy.deepcopy(pre)
+        for param in model.parameters():
+            param.requires_grad_(True)
+        result = fit(
+            model, ctx.train_features, ctx.collator(), spec, output_dir=ctx.stage_dir("lp_ft"), progress=ctx.progress
+        )
+        return model, result
+
+    return cached_stage(ctx, "lp_ft", key_data, train)
+
+
+def teachers(ctx: TrainContext, fields: StageFields) -> Teachers:
+    """θ_pre (LP) and θ_fine (LP-FT), from the cache where possible."""
+    pre, lp_result, lp_key = linear_probe(ctx, fields.lp_learning_rate, fields.lp_epochs, fields.lp_weight_decay)
+    fine, ft_result, _ = fine_tune_from(ctx, pre, lp_key, fields)
+    return Teachers(pre=pre, fine=fine, fits=[lp_result, ft_result])
