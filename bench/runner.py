@@ -132,6 +132,8 @@ def build_record(spec: RunSpec, profile: str, outcome: dict[str, Any], wall_s: f
         **collect(),
     }
     record.setdefault("status", "ok")
+    if record["status"] != "failed":
+        record.setdefault("headline_metric", task.headline)  # an α sweep's points use the task's headline
     return record
 
 

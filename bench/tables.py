@@ -63,10 +63,10 @@ def _num(x: float, digits: int = 1) -> str:
 
 
 def human_count(n: int | float) -> str:
-    """Parameter counts the way papers print them: 125M, 0.3M, 12.5K."""
+    """Parameter counts the way papers print them: 125M, 0.15M, 4.2K, 1.5B."""
     n = float(n)
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size * 0.1 and (unit != "K" or n >= 1e3):
+    for unit, size, floor in (("B", 1e9, 1e9), ("M", 1e6, 1e5), ("K", 1e3, 1e3)):
+        if n >= floor:
             value = n / size
             return (
                 f"{value:.0f}{unit}" if value >= 100 else f"{value:.1f}{unit}" if value >= 1 else f"{value:.2f}{unit}"
@@ -156,8 +156,8 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]]) -> 
         first = len(table.rows)
         for method in methods[model]:
             row_cells = [grid.get((model, method, t), Cell()) for t in tasks]
-            means = [c.mean for c in row_cells]
-            avg = _num(statistics.fmean(means)) if means and None not in means else "–"
+            complete = row_cells and all(c.scores and len(c.scores) == c.recorded for c in row_cells)
+            avg = _num(statistics.fmean(c.mean for c in row_cells)) if complete else "–"
             table.add([model, method, trainable_text(runs, model, method), *(c.text() for c in row_cells), avg])
         for j, task in enumerate(tasks):
             column = [grid.get((model, m, task), Cell()).mean for m in methods[model]]
@@ -175,7 +175,7 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]]) -> 
     if any(ref["model"] in models for ref in references):
         table.notes.append("† published, not run here; source and metric per row in the reference table below.")
     table.notes.append("Mean over the seeds that finished ok; ± is the sample std (n ≥ 2); (k/n ok) marks cells "
-                       "where some seeds diverged or failed (see the per-seed table). Avg. only for complete rows.")  # fmt: skip
+                       "where some seeds diverged or failed (see the per-seed table). Avg. only for rows where every run finished ok.")  # fmt: skip
     return table
 
 

@@ -1,0 +1,110 @@
+"""Profiles: shipped files load, overrides merge in order, the matrix is complete, shards partition it exactly."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bench import profiles as prof
+from hybridft.experiment import RunConfig
+
+ALL_METHODS = ("plain", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft", "kd_pre", "kd_fine")
+OFFLINE = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli", "conll2003", "squad_devsplit")
+
+
+def _profile(**extra):
+    data = {"models": ["tiny-bert"], "tasks": ["cola", "rte"], "methods": ["plain", "lora"], "seeds": [0, 1],
+            "run": {"train_size": 32, "epochs": 1.0}} | extra  # fmt: skip
+    return prof.parse_profile("test", data)
+
+
+def test_shipped_profiles_load_and_say_what_they_cover():
+    assert prof.profile_names() == ["paper", "quick", "smoke"]
+    smoke, quick, paper = (prof.load_profile(n) for n in ("smoke", "quick", "paper"))
+    for p in (smoke, quick):
+        assert p.offline_tasks and set(p.tasks) == set(OFFLINE) and p.methods == ALL_METHODS and p.seeds == (0,)
+        assert p.alpha_sweep and p.requires == ()
+    assert smoke.models == ("tiny-bert",) and quick.models == ("minilm",)
+    assert paper.models == ("bert-base-uncased", "roberta-base") and paper.seeds == (0, 1, 2, 3, 4)
+    assert set(paper.requires) == {"gpu", "hub"} and "train_size" not in paper.run  # full data
+    fields, _ = paper.settings("roberta-base", "rte", "lora")
+    assert (fields["learning_rate"], fields["epochs"], fields["max_length"]) == (5e-4, 80.0, 512)
+    fields, _ = paper.settings("bert-base-uncased", "mrpc", "plain")
+    assert (fields["learning_rate"], fields["epochs"]) == (2e-5, 5.0)
+    assert "learning_rate" not in paper.settings("bert-base-uncased", "cola", "adapter")[0]
+
+
+def test_overrides_apply_in_order_and_split_run_fields_from_method_args():
+    p = _profile(override=[{"method": "lora", "learning_rate": 1e-3, "r": 4},
+                           {"method": ["lora", "plain"], "task": "rte", "epochs": 3.0, "r": 16},
+                           {"model": "other", "epochs": 9.0}])  # fmt: skip
+    assert p.settings("tiny-bert", "cola", "lora") == ({"train_size": 32, "epochs": 1.0, "learning_rate": 1e-3},
+                                                       (("r", 4),))  # fmt: skip
+    assert p.settings("tiny-bert", "rte", "lora") == ({"train_size": 32, "epochs": 3.0, "learning_rate": 1e-3},
+                                                      (("r", 16),))  # fmt: skip
+    assert p.settings("tiny-bert", "rte", "plain") == ({"train_size": 32, "epochs": 3.0}, (("r", 16),))
+    assert p.settings("tiny-bert", "cola", "plain") == ({"train_size": 32, "epochs": 1.0}, ())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({"colour": "red"}, "unknown keys"), ({"run": {"epochz": 1}}, r"unknown \[run\] keys"),
+     ({"seeds": []}, "seeds is empty"), ({"alpha_sweep": {"enabled": True}}, "alphas is empty"),
+     ({"alpha_sweep": {"enabled": True, "alphas": [0.5, 1.5]}}, r"alphas must lie in \[0, 1\]"),
+     ({"override": [{"task": 3, "epochs": 1.0}]}, "task must be a string or a list")],
+)  # fmt: skip
+def test_bad_profiles_are_named(extra, message):
+    with pytest.raises(ValueError, match=message):
+        _profile(**extra)
+
+
+def test_unknown_profile_is_named():
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'; expected one of \['paper', 'quick', 'smoke'\]"):
+        prof.load_profile("fast")
+
+
+def test_matrix_is_complete_ordered_and_keyed():
+    p = _profile(alpha_sweep={"enabled": True, "alphas": [0.0, 1.0], "method": "wise_ft"},
+                 methods=["plain", "lora", "wise_ft"])  # fmt: skip
+    specs = prof.build_matrix(p, config_factory=RunConfig)
+    assert len(specs) == 2 * 2 * 4  # tasks × seeds × (methods + α sweep)
+    assert [s.method for s in specs[:4]] == ["plain", "lora", "wise_ft", "alpha_sweep"]
+    assert len({s.key for s in specs}) == len(specs)
+    sweep, wise = specs[3], specs[2]
+    assert sweep.config == wise.config and sweep.key != wise.key and sweep.alphas == (0.0, 1.0)
+    assert all(isinstance(s.config, RunConfig) and s.config.train_size == 32 for s in specs)
+    narrowed = prof.build_matrix(p, tasks=["rte"], methods=["lora"], seeds=[1], config_factory=RunConfig)
+    assert [(s.config.task, s.method, s.config.seed) for s in narrowed] == [("rte", "lora", 1)]
+    with pytest.raises(ValueError, match=r"--methods \['bogus'\] not in profile"):
+        prof.build_matrix(p, methods=["bogus"], config_factory=RunConfig)
+
+
+def test_data_dir_selects_the_offline_tasks_and_does_not_change_keys(data_dir):
+    from hybridft.tasks import offline_task_names
+
+    smoke = prof.load_profile("smoke")
+    with_dir = prof.build_matrix(smoke, data_dir=data_dir, config_factory=RunConfig)
+    without = prof.build_matrix(smoke, config_factory=RunConfig)
+    assert {s.config.task for s in with_dir} == set(offline_task_names(data_dir)) == set(OFFLINE)
+    assert [s.key for s in with_dir] == [s.key for s in without]
+    assert len(with_dir) == len(OFFLINE) * (len(ALL_METHODS) + 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 40])
+def test_shards_partition_the_matrix_exactly_once(n):
+    specs = prof.build_matrix(prof.load_profile("paper"), config_factory=RunConfig)
+    shards = [prof.shard(specs, k, n) for k in range(1, n + 1)]
+    counts = Counter(s.key for part in shards for s in part)
+    assert set(counts) == {s.key for s in specs} and set(counts.values()) == {1}
+    for part in shards:  # a teacher group never straddles two shards
+        groups = {s.group for s in part}
+        assert all(s.group not in groups for other in shards if other is not part for s in other)
+    assert prof.shard(specs, n, n) == prof.shard(list(specs), n, n)  # deterministic
+
+
+@pytest.mark.parametrize("text", ["3", "0/2", "3/2", "a/b", "1/2/3"])
+def test_bad_shard_text_is_named(text):
+    with pytest.raises(ValueError, match="--shard"):
+        prof.parse_shard(text)
+    assert prof.parse_shard("2/8") == (2, 8)

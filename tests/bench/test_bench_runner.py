@@ -1,0 +1,106 @@
+"""The runner on real (tiny) runs: resume, failures recorded and retried, launched workers, and the SIGKILL test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import __main__ as cli
+from bench import records as rec
+from bench import runner
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "bench" / "profiles" / "smoke.toml"
+
+
+def _bench(*args: str) -> int:
+    return cli.main(["--no-progress", "--no-tables", *args])
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+@pytest.fixture
+def broken_lora_profile(tmp_path) -> Path:
+    """The smoke profile with an override that makes every lora run fail (an unknown LoRA config field)."""
+    path = tmp_path / "smoke_broken.toml"
+    path.write_text(SMOKE.read_text() + '\n[[override]]\nmethod = "lora"\nno_such_field = 1\n')
+    return path
+
+
+@pytest.mark.slow
+def test_failed_run_is_recorded_bench_goes_on_and_resume_skips(tmp_path, data_dir, monkeypatch,
+                                                              broken_lora_profile):  # fmt: skip
+    out = tmp_path / "out"
+    args = ["--profile", str(broken_lora_profile), "--tasks", "rte", "--methods", "lora", "plain",
+            "--data-dir", str(data_dir), "--output", str(out)]  # fmt: skip
+    assert _bench(*args) == 0
+    first = rec.read_file(out / "runs.jsonl")
+    assert [(r["method"], r["status"]) for r in first] == [("plain", "ok"), ("lora", "failed")]
+    plain, lora = first
+    assert "no_such_field" in lora["error"]["message"] and lora["error"]["traceback"]
+    assert plain["headline_metric"] == "accuracy" and 0.0 <= plain["headline"] <= 1.0
+    for field in ("trainable_params", "total_params", "train_time_s", "eval_time_s", "peak_memory_mb",
+                  "train_samples_per_s", "subsets", "versions", "git_revision", "git_dirty", "hardware"):  # fmt: skip
+        assert field in plain, field
+    assert plain["key"] == plain["config_hash"] and plain["subsets"]["train"]["size"] == 32
+
+    calls = []
+    monkeypatch.setattr(runner, "run_one", lambda spec, *a, **k: calls.append(spec) or pytest.fail("reran"))
+    assert _bench(*args) == 0  # everything recorded: nothing runs
+    assert calls == []
+    monkeypatch.undo()
+
+    assert _bench(*args, "--retry-failed") == 0  # only the failed run again, replacing its line
+    again = rec.read_file(out / "runs.jsonl")
+    assert [(r["method"], r["status"]) for r in again] == [("plain", "ok"), ("lora", "failed")]
+    assert again[0] == plain
+
+
+@pytest.mark.slow
+def test_launched_worker_writes_the_same_record(tmp_path, data_dir):
+    args = ["--profile", "smoke", "--tasks", "rte", "--methods", "plain", "--data-dir", str(data_dir)]
+    assert _bench(*args, "--output", str(tmp_path / "a")) == 0
+    assert _bench(*args, "--output", str(tmp_path / "b"), "--launcher", "python") == 0
+    (a,), (b,) = rec.read_file(tmp_path / "a" / "runs.jsonl"), rec.read_file(tmp_path / "b" / "runs.jsonl")
+    assert a["key"] == b["key"] and b["status"] == "ok"
+    assert a["metrics"] == b["metrics"]  # same seed, same data, same CPU: the same scores
+
+
+def _start(out: Path, data_dir: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "bench", "--profile", "smoke", "--tasks", "rte", "--methods", "plain", "lora",
+           "adapter", "--data-dir", str(data_dir), "--output", str(out), "--no-progress", "--no-tables"]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_bench_loses_and_duplicates_nothing(tmp_path, data_dir):
+    out, runs = tmp_path / "out", tmp_path / "out" / "runs.jsonl"
+    proc = _start(out, data_dir)
+    deadline = time.monotonic() + 240
+    while not (runs.exists() and _lines(runs)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    before = _lines(runs)
+    assert 1 <= len(before) < 3, "the kill must land after the first run and before the last"
+    assert all(json.loads(line)["status"] == "ok" for line in before)
+
+    proc = _start(out, data_dir)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    assert f"{len(before)} already done, {3 - len(before)} to run" in log
+    after = _lines(runs)
+    assert after[: len(before)] == before  # finished runs kept byte for byte
+    records = [json.loads(line) for line in after]
+    assert sorted(r["method"] for r in records) == ["adapter", "lora", "plain"]
+    assert len({r["key"] for r in records}) == 3
+    assert all(r["status"] == "ok" for r in records)
