@@ -2,9 +2,9 @@
 
 cola → matthews_correlation; stsb → pearson, spearmanr; mrpc, qqp → accuracy, f1; sst2, mnli, mnli_matched,
 mnli_mismatched, qnli, rte, wnli, hans, ax → accuracy. Values in 0-1. Differences from the hub module, all
-deliberate: STS-B inputs are float64 (not float32); F1 uses zero_division=0 (the same value, without sklearn's
-warning when a model never predicts the positive class); a correlation of a constant vector is NaN without
-scipy's warning (it is undefined, and NaN says so).
+deliberate: STS-B inputs stay float64 (the hub's float32 features and numpy format round them); F1 uses
+zero_division=0 (the same value, without sklearn's warning when a model never predicts the positive class); a
+correlation with a constant vector is NaN without scipy's warning (it is undefined, and NaN says so).
 """
 
 import warnings
@@ -82,12 +82,12 @@ class Glue(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Value(dtype), "references": datasets.Value(dtype)}),
             codebase_urls=[],
             reference_urls=["https://gluebenchmark.com/"],
-            format="numpy",
         )
 
     def _compute(self, predictions, references):
         if len(predictions) == 0:
             raise ValueError("glue: predictions and references are empty")
+        predictions, references = np.asarray(predictions), np.asarray(references)
         if self.config_name == "cola":
             return {"matthews_correlation": float(matthews_corrcoef(references, predictions))}
         if self.config_name == "stsb":

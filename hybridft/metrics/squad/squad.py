@@ -2,7 +2,7 @@
 
 Answer normalisation is the official one: lowercase, remove ASCII punctuation (``string.punctuation``), remove the
 articles a/an/the as whole words, collapse whitespace (``str.split``, so any unicode whitespace). Each question's
-score is the maximum over its gold answers; a question without a prediction scores 0, as in the official script.
+score is the maximum over its gold answers. Predictions are matched to references by id (one each).
 Inputs use the hub module's format: predictions ``[{"id", "prediction_text"}]``, references
 ``[{"id", "answers": {"text": [...], "answer_start": [...]}}]``.
 """
@@ -89,18 +89,14 @@ class Squad(evaluate.Metric):
         predicted = {p["id"]: p["prediction_text"] for p in predictions}
         if len(predicted) != len(predictions):
             raise ValueError("squad: duplicate ids in predictions")
-        known = {r["id"] for r in references}
-        unknown = sorted(set(predicted) - known)
+        unknown = sorted(set(predicted) - {r["id"] for r in references})
         if unknown:
             raise ValueError(f"squad: {len(unknown)} prediction ids are not in the references, e.g. {unknown[0]!r}")
-        if not references:
-            raise ValueError("squad: references are empty")
         exact = f1 = 0.0
         for reference in references:
             golds = reference["answers"]["text"]
             if not golds:
                 raise ValueError(f"squad: question {reference['id']!r} has no gold answer (SQuAD v1.1 needs one)")
-            if reference["id"] in predicted:
-                exact += max_over_golds(exact_match_score, predicted[reference["id"]], golds)
-                f1 += max_over_golds(f1_score, predicted[reference["id"]], golds)
+            exact += max_over_golds(exact_match_score, predicted[reference["id"]], golds)
+            f1 += max_over_golds(f1_score, predicted[reference["id"]], golds)
         return {"exact_match": 100.0 * exact / len(references), "f1": 100.0 * f1 / len(references)}
