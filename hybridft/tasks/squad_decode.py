@@ -49,11 +49,13 @@ def decode_answers(
             f"start/end logits must both be (n_features={len(features)}, seq_len), got "
             f"{start_logits.shape} and {end_logits.shape}"
         )
+    columns = features.select_columns(["example_id", "offset_mapping"])[:]  # one read, not one per row
+    offsets = columns["offset_mapping"]
     windows = defaultdict(list)
-    for row, example_id in enumerate(features["example_id"]):
+    for row, example_id in enumerate(columns["example_id"]):
         windows[example_id].append(row)
-    offsets = features["offset_mapping"]
     answers = {}
+    examples = examples.select_columns(["id", "context"])[:]
     for example_id, context in zip(examples["id"], examples["context"], strict=True):
         if example_id not in windows:
             raise ValueError(f"example {example_id!r} has no feature rows: features and examples do not match")
