@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--launcher", help='run each run as "<LAUNCHER> -m bench.worker", e.g. "torchrun --nproc_per_node=4"'
     )
     p.add_argument("--no-tables", action="store_true", help="skip writing tables and plots at the end")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any run of the matrix failed or is missing (CI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--keep-work", action="store_true", help="keep every run's scratch folder (default: failed only)")
     return p.parse_args(argv)
@@ -100,7 +101,16 @@ def main(argv: list[str] | None = None) -> int:
 
         tables.write_all(output)
         print(f"tables and plots written to {output}")
-    return 0
+    return strict_status(specs, output) if args.strict else 0
+
+
+def strict_status(specs: list[prof.RunSpec], output: Path) -> int:
+    """1 (after naming them) if a run of the matrix has no finished record, else 0."""
+    status = {r["key"]: r["status"] for r in rec.load_records(output)}
+    bad = [s for s in specs if status.get(s.key) not in rec.FINISHED]
+    for spec in bad:
+        print(f"--strict: {spec.label()} is {status.get(spec.key, 'missing')}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.tables import TASK_LABELS, cells, layout, score, split_records
+from bench.tables import METHOD_ORDER, TASK_LABELS, cells, layout, score, split_records
 
 _PNG_METADATA = {"Software": None}  # no matplotlib version stamp: same records → same bytes on one install
 
@@ -32,6 +32,10 @@ def _grid(n: int):
     return plt, fig, list(axes.flat[:n])
 
 
+def _method_index(method: str) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(map(ord, method))
+
+
 def params_vs_score(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Headline vs. trainable parameters per task; None when no run has both."""
     models, tasks, methods = layout(runs)
@@ -48,7 +52,8 @@ def params_vs_score(runs: list[dict[str, Any]], path: Path) -> Path | None:
                 if not cell or not cell.scores or not x:
                     continue
                 err = statistics.stdev(cell.scores) if len(cell.scores) > 1 else 0.0
-                ax.errorbar([x], [cell.mean], yerr=[err], fmt=markers[mi % len(markers)], capsize=2)
+                color = f"C{_method_index(method) % 10}"  # one colour per method across panels and models
+                ax.errorbar([x], [cell.mean], yerr=[err], fmt=markers[mi % len(markers)], color=color, capsize=2)
                 ax.annotate(method, (x, cell.mean), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_title(TASK_LABELS.get(task, task), fontsize=9)

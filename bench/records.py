@@ -2,7 +2,7 @@
 
 Writes are atomic: the whole new file goes to a temporary file in the same folder, is fsynced, and replaces the old
 one with os.replace, so a SIGKILL at any instant leaves either the old or the new file, both valid JSONL. Each
-writer also holds an exclusive flock on a lock file beside it for its read-modify-write, so two processes writing
+writer also holds an exclusive flock on the folder for its read-modify-write, so two processes writing
 the same file (say two benches started by mistake on one folder) never lose each other's lines; a key that is
 already finished is not written twice. Shards write their own file (runs-K-of-N.jsonl) so they share nothing,
 also on network file systems where flock is unreliable; readers merge every runs*.jsonl in the folder.
@@ -116,13 +116,13 @@ def finished_keys(records: Iterable[dict[str, Any]], *, retry_failed: bool = Fal
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Exclusive flock on the folder holding `path` (no lock file left behind; released if the process dies)."""
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def atomic_write_text(path: Path, text: str) -> None:

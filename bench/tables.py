@@ -276,7 +276,10 @@ def _task_rank(task: str) -> tuple[int, str]:
 
 
 def _distinct(records: list[dict[str, Any]], getter) -> list[str]:
-    return sorted({str(v) for v in (getter(r) for r in records) if v is not None})
+    """Distinct non-None values, numbers in numeric order, then text."""
+    values = {v for v in (getter(r) for r in records) if v is not None}
+    numbers = sorted(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return [str(v) for v in numbers] + sorted(str(v) for v in values if v not in numbers)
 
 
 def _config_field(name: str):

@@ -37,7 +37,7 @@ def broken_lora_profile(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_failed_run_is_recorded_bench_goes_on_and_resume_skips(tmp_path, data_dir, monkeypatch,
+def test_failed_run_is_recorded_bench_goes_on_and_resume_skips(tmp_path, data_dir, monkeypatch, capsys,
                                                               broken_lora_profile):  # fmt: skip
     out = tmp_path / "out"
     args = ["--profile", str(broken_lora_profile), "--tasks", "rte", "--methods", "lora", "plain",
@@ -56,8 +56,15 @@ def test_failed_run_is_recorded_bench_goes_on_and_resume_skips(tmp_path, data_di
     calls = []
     monkeypatch.setattr(runner, "run_one", lambda spec, *a, **k: calls.append(spec) or pytest.fail("reran"))
     assert _bench(*args) == 0  # everything recorded: nothing runs
+    assert _bench(*args, "--strict") == 1  # ... but CI mode reports the failed run
+    assert "--strict: rte/lora/seed0/tiny-bert is failed" in capsys.readouterr().err
+    assert _bench(*args, "--methods", "plain", "--strict") == 0
     assert calls == []
     monkeypatch.undo()
+    assert _bench(*args, "--seeds", "0", "1", "--list") == 0
+    listing = capsys.readouterr().out
+    assert f"   1 ok       {plain['key']} rte/plain/seed0/tiny-bert" in listing
+    assert "1 failed, 1 ok, 2 pending" in listing
 
     assert _bench(*args, "--retry-failed") == 0  # only the failed run again, replacing its line
     again = rec.read_file(out / "runs.jsonl")
