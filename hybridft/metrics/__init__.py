@@ -3,6 +3,7 @@
     from hybridft.metrics import load
     load("glue", "cola").compute(predictions=[...], references=[...])
     load("squad").compute(predictions=[{"id", "prediction_text"}], references=[{"id", "answers"}])
+    load("squad", "squad_v2").compute(predictions=[{"id", "prediction_text", "no_answer_probability"}], ...)
     load("seqeval").compute(predictions=[["B-PER", ...]], references=[[...]])
 
 Each module is a plain script, ``hybridft/metrics/<name>/<name>.py``; ``evaluate.load`` copies it into its modules
@@ -30,12 +31,13 @@ def module_path(name: str) -> Path:
 
 
 def load(name: str, config_name: str | None = None):
-    """The local evaluate module ``name`` (glue needs ``config_name`` = the GLUE task, as on the hub)."""
+    """The local evaluate module ``name``: glue needs ``config_name`` = the GLUE task, as on the hub; squad takes
+    None (v1.1) or "squad_v2" (the hub's squad_v2 module); seqeval takes none."""
     path = module_path(name)
     if name == "glue" and config_name is None:
         raise ValueError("metric 'glue' needs config_name: the GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, ...)")
-    if name != "glue" and config_name not in (None, "default"):
-        raise ValueError(f"metric {name!r} takes no config_name, got {config_name!r}")
+    if name == "seqeval" and config_name not in (None, "default"):
+        raise ValueError(f"metric 'seqeval' takes no config_name, got {config_name!r}")
     import evaluate
 
     return evaluate.load(str(path), config_name) if config_name else evaluate.load(str(path))

@@ -1,4 +1,5 @@
-"""Extractive QA: SQuAD v1.1 (hub ``rajpurkar/squad``) and the offline protocol ``squad_devsplit``.
+"""Extractive QA: SQuAD v1.1 (hub ``rajpurkar/squad``), SQuAD v2.0 (``rajpurkar/squad_v2``; unanswerable questions
+train towards CLS and decode to "" when the null score wins) and the offline protocol ``squad_devsplit``.
 
 Preprocessing follows the transformers question-answering example: the question (left-stripped) and the context
 go through the fast tokenizer with ``truncation="only_second"``, ``stride`` and ``return_overflowing_tokens``, so a
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hybridft.tasks.base import DropColumnsCollator, Task, check_max_length, check_rows, check_tokenizer
-from hybridft.tasks.squad_decode import decode_answers
+from hybridft.tasks.squad_decode import decode_answers, decode_answers_with_null
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -65,6 +66,7 @@ class QATask(Task):
     """Extractive question answering over ``question``/``context`` with SQuAD-format ``answers``."""
 
     n_best: int = 20
+    with_null: bool = False  # SQuAD v2.0: unanswerable questions, null answer at CLS
     max_answer_length: int = 30
 
     model_auto_class: ClassVar[str] = "AutoModelForQuestionAnswering"
@@ -119,8 +121,8 @@ class QATask(Task):
 
         return DropColumnsCollator(DataCollatorWithPadding(tokenizer), drop=("example_id", "offset_mapping"))
 
-    def decode(self, predictions: Any, features: Dataset, examples: Dataset) -> dict[str, str]:
-        """Predicted answer text per example id from (start_logits, end_logits)."""
+    def decode(self, predictions: Any, features: Dataset, examples: Dataset) -> dict:
+        """Per example id: the answer text (v1.1), or (text or "", no-answer probability) when ``with_null``."""
         if not isinstance(predictions, (tuple, list)) or len(predictions) != 2:
             raise ValueError(f"task {self.name!r}: predictions must be a (start_logits, end_logits) pair")
         start_logits, end_logits = (
@@ -130,17 +132,23 @@ class QATask(Task):
         for column in ("example_id", "offset_mapping"):
             if column not in features.column_names:
                 raise ValueError(f"task {self.name!r}: features lack {column!r}; preprocess them with train=False")
-        return decode_answers(
+        decode = decode_answers_with_null if self.with_null else decode_answers
+        return decode(
             start_logits, end_logits, features, examples, n_best=self.n_best, max_answer_length=self.max_answer_length
         )
 
     def compute_metrics(self, predictions: Any, features: Dataset, examples: Dataset) -> dict[str, float]:
-        """n-best span decoding over all windows, then the official SQuAD v1.1 EM/F1 (0-100)."""
+        """n-best span decoding over all windows, then the official SQuAD EM/F1 (0-100; v2.0 keys for squad_v2)."""
         answers = self.decode(predictions, features, examples)
-        scores = self.metric().compute(
-            predictions=[{"id": i, "prediction_text": text} for i, text in answers.items()],
-            references=[{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"], strict=True)],
-        )
+        if self.with_null:
+            predicted = [
+                {"id": i, "prediction_text": text, "no_answer_probability": probability}
+                for i, (text, probability) in answers.items()
+            ]
+        else:
+            predicted = [{"id": i, "prediction_text": text} for i, text in answers.items()]
+        references = [{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"], strict=True)]
+        scores = self.metric().compute(predictions=predicted, references=references)
         return {key: float(value) for key, value in scores.items()}
 
 
@@ -197,4 +205,18 @@ SQUAD_DEVSPLIT = SquadDevsplitTask(
     headline="f1",
     metric_name="squad",
     metric_scale=1.0,
+)
+SQUAD_V2 = QATask(
+    name="squad_v2",
+    kind="qa",
+    num_labels=2,
+    label_names=("start", "end"),
+    hub_id="rajpurkar/squad_v2",
+    hub_config=None,
+    local_dir="squad_v2",
+    headline="f1",
+    metric_name="squad",
+    metric_config="squad_v2",
+    metric_scale=1.0,
+    with_null=True,
 )

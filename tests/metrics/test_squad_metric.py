@@ -102,5 +102,80 @@ def test_predictions_are_matched_by_id_and_bad_ids_are_refused():
             predictions=[{"id": "1", "prediction_text": "x"}],
             references=[{"id": "1", "answers": {"text": [], "answer_start": []}}],
         )
-    with pytest.raises(ValueError, match="takes no config_name"):
-        load("squad", "plain_text")
+    with pytest.raises(KeyError, match="squad config must be one of"):
+        load("squad", "squad_v3")
+
+
+def _official_v2(predictions, references, na_probs, threshold):
+    """The logic of SQuAD's evaluate-v2.0.py (get_raw_scores, apply_no_ans_threshold, find_best_thresh)."""
+
+    def tokens(s):
+        return _official_normalize(s).split() if s else []
+
+    def f1(gold, pred):
+        gold_toks, pred_toks = tokens(gold), tokens(pred)
+        common = Counter(gold_toks) & Counter(pred_toks)
+        num_same = sum(common.values())
+        if len(gold_toks) == 0 or len(pred_toks) == 0:
+            return int(gold_toks == pred_toks)
+        if num_same == 0:
+            return 0
+        precision, recall = num_same / len(pred_toks), num_same / len(gold_toks)
+        return 2 * precision * recall / (precision + recall)
+
+    exact_raw, f1_raw, has_ans = {}, {}, {}
+    for qid, texts in references.items():
+        golds = [a for a in texts if _official_normalize(a)] or [""]
+        has_ans[qid] = bool(texts)
+        exact_raw[qid] = max(int(_official_normalize(a) == _official_normalize(predictions[qid])) for a in golds)
+        f1_raw[qid] = max(f1(a, predictions[qid]) for a in golds)
+
+    def thresholded(scores):
+        return {q: float(not has_ans[q]) if na_probs[q] > threshold else s for q, s in scores.items()}
+
+    def best(scores):
+        cur = best_score = sum(1 for q in has_ans if not has_ans[q])
+        best_thresh = 0.0
+        for qid in sorted(na_probs, key=lambda k: na_probs[k]):
+            diff = scores[qid] if has_ans[qid] else (-1 if predictions[qid] else 0)
+            cur += diff
+            if cur > best_score:
+                best_score, best_thresh = cur, na_probs[qid]
+        return 100.0 * best_score / len(scores), best_thresh
+
+    exact, f1s = thresholded(exact_raw), thresholded(f1_raw)
+    out = {
+        "exact": 100.0 * sum(exact.values()) / len(exact),
+        "f1": 100.0 * sum(f1s.values()) / len(f1s),
+        "total": len(exact),
+    }
+    for prefix, wanted in (("HasAns", True), ("NoAns", False)):
+        ids = [q for q in has_ans if has_ans[q] == wanted]
+        out[f"{prefix}_exact"] = 100.0 * sum(exact[q] for q in ids) / len(ids)
+        out[f"{prefix}_f1"] = 100.0 * sum(f1s[q] for q in ids) / len(ids)
+        out[f"{prefix}_total"] = len(ids)
+    out["best_exact"], out["best_exact_thresh"] = best(exact_raw)
+    out["best_f1"], out["best_f1_thresh"] = best(f1_raw)
+    return out
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.5])
+def test_squad_v2_matches_the_official_v2_logic(seed, threshold):
+    rng = random.Random(seed)
+    words = ["the", "Cat", "cat", "dog,", "big", "U.S.", "Denver", "broncos"]
+    predictions, references, texts, golds, na_probs = [], [], {}, {}, {}
+    for i in range(300):
+        qid = f"q{i}"
+        answerable = rng.random() < 0.5
+        gold = (
+            [" ".join(rng.choices(words, k=rng.randint(1, 4))) for _ in range(rng.randint(1, 3))] if answerable else []
+        )
+        text = "" if rng.random() < 0.4 else (rng.choice(gold) if gold and rng.random() < 0.3 else rng.choice(words))
+        texts[qid], golds[qid], na_probs[qid] = text, gold, rng.random()
+        predictions.append({"id": qid, "prediction_text": text, "no_answer_probability": na_probs[qid]})
+        references.append({"id": qid, "answers": {"text": gold, "answer_start": [0] * len(gold)}})
+    scores = load("squad", "squad_v2").compute(
+        predictions=predictions, references=references, no_answer_threshold=threshold
+    )
+    assert scores == pytest.approx(_official_v2(texts, golds, na_probs, threshold), abs=1e-9)
+    assert 0 < scores["HasAns_f1"] < 100 and 0 < scores["NoAns_exact"] < 100

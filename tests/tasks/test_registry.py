@@ -13,13 +13,14 @@ HEADLINES = {
     "cola": "matthews_correlation",
     "stsb": "pearson",
     "squad": "f1",
+    "squad_v2": "f1",
     "squad_devsplit": "f1",
     "conll2003": "f1",
 }
 
 
 def test_every_task_is_registered():
-    assert task_names() == [*GLUE, "squad", "conll2003", "squad_devsplit"]
+    assert task_names() == [*GLUE, "squad", "squad_v2", "conll2003", "squad_devsplit"]
     for name in task_names():
         task = get_task(name)
         assert task.name == name
@@ -57,6 +58,7 @@ def test_offline_tasks_in_the_shared_data(data_dir):
         ("qqp", "validation", "glue/qqp/validation.parquet", "nyu-mll/glue (config 'qqp')"),
         ("qnli", "train", "glue/qnli/train.parquet", "nyu-mll/glue (config 'qnli')"),
         ("squad", "train", "squad/train.parquet", "rajpurkar/squad"),
+        ("squad_v2", "train", "squad_v2/train.parquet", "rajpurkar/squad_v2"),
     ],
 )
 def test_missing_split_names_file_and_hub_id(data_dir, name, split, relative, hub):

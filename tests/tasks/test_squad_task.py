@@ -149,3 +149,21 @@ def test_devsplit_splits_articles_by_sorted_title(data_dir):
 
 def test_answer_span_without_answers_points_at_cls():
     assert answer_token_span([(0, 0), (0, 3)], [None, 1], {"text": [], "answer_start": []}, 0) == (0, 0)
+
+
+def test_squad_v2_gold_round_trip_with_unanswerable_questions(data_dir, tokenizer, seed):
+    task = get_task("squad_v2")
+    examples = subset(task.load("validation", data_dir), 120, 2, task="squad_v2", split="validation")[0]
+    unanswerable = sum(not a["text"] for a in examples["answers"])
+    assert 30 < unanswerable < 90
+    features = task.preprocess(examples, tokenizer, max_length=MAX_LENGTH, stride=STRIDE, train=False)
+    # a gold answer longer than a window fits in none, so every window of that question is labelled CLS
+    fits = {qid for qid, start in zip(features["example_id"], features["start_positions"], strict=True) if start}
+    assert len(examples) - unanswerable - 3 <= len(fits) < len(examples) - unanswerable
+    answers = task.decode(_gold_logits(features, MAX_LENGTH, np.random.default_rng(seed)), features, examples)
+    for qid in examples["id"]:
+        text, probability = answers[qid]
+        assert (text != "") == (qid in fits) and (probability < 0.5) == (qid in fits)
+    scores = task.compute_metrics(_gold_logits(features, MAX_LENGTH, np.random.default_rng(seed)), features, examples)
+    assert scores["NoAns_total"] == unanswerable and scores["NoAns_exact"] == 100.0
+    assert scores["HasAns_exact"] == pytest.approx(100.0 * len(fits) / (len(examples) - unanswerable))
