@@ -1,0 +1,384 @@
+"""Dual-teacher distillation on the Hugging Face `Trainer`: loss rows per head kind, cached teacher logits, the trainer.
+
+Rows. `hybrid_kd_loss` takes (rows, classes) logits, so each head kind turns model outputs into rows:
+
+- sequence classification: one row per example (C = num_labels), label = the class;
+- token classification: one row per real token (rows where attention_mask == 0 are dropped); label -100 on special
+  tokens and non-first subwords stays as ignore_index (no CE) but the row still gets the KD terms;
+- QA: start and end logits are two row sets, each row one window over its positions (C = padded length), padding
+  positions at −inf in student and teachers alike; label = the start / end position;
+- regression (STS-B, one output): a softmax over one column is constant, so CE/KL mean nothing. The regression loss
+  is ``ce_weight·MSE(m, y)`` over labelled rows + ``β·MSE(m, z_pre) + γ·MSE(m, z_fine)`` over all rows, with
+  m = α·z_pre + (1−α)·z_student, in plain torch; the temperature does not apply. The label term matches the
+  model's own MSE loss, so β = γ = 0 is ordinary regression fine-tuning.
+
+Rows without a label (an extra unlabelled split) carry ignore_index (NaN for regression).
+
+Teacher logits. Teachers are frozen, so their rows on the training features are computed once (before training,
+counted by `teacher_forward_passes`) and stored in a flat (rows, K) tensor with per-feature offsets. Each training
+feature carries its row number in an index column, so a batch fetches its teachers' rows whatever the sampler's
+order or the DDP shard. The rows are cached on disk under ``cache_dir/teacher_logits/`` keyed by the teacher
+weights' hash, the features' content hash and the preprocessing config, written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+IGNORE_INDEX = -100
+INDEX_COLUMN = "kd_index"
+_COUNTS = {"teacher_forward_passes": 0}
+
+
+def teacher_forward_passes() -> int:
+    """How many teacher forward passes (batches) this process has run; cached epochs add none."""
+    return _COUNTS["teacher_forward_passes"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rows per head kind
+
+
+class SequenceRows:
+    """One row per example: logits (B, C)."""
+
+    label_columns = ("labels",)
+
+    def output_rows(self, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = outputs.logits
+        return logits, torch.ones(logits.shape[0], dtype=torch.long)
+
+    def loss_rows(self, outputs, batch, targets, pre_rows, fine_rows):
+        labels = targets.get("labels")
+        return outputs.logits, pre_rows, fine_rows, None if labels is None else labels.long()
+
+    def unlabelled(self, example: dict) -> dict:
+        return {"labels": IGNORE_INDEX}
+
+
+class RegressionRows(SequenceRows):
+    """One row per example with a single output; the loss is `regression_kd_loss`."""
+
+    def loss_rows(self, outputs, batch, targets, pre_rows, fine_rows):
+        labels = targets.get("labels")
+        return outputs.logits[:, 0], pre_rows[:, 0], fine_rows[:, 0], None if labels is None else labels.float()
+
+    def unlabelled(self, example: dict) -> dict:
+        return {"labels": float("nan")}
+
+
+class TokenRows:
+    """One row per real token: logits[attention_mask == 1], (N, C)."""
+
+    label_columns = ("labels",)
+
+    def output_rows(self, outputs, batch):
+        mask = batch["attention_mask"].bool()
+        return outputs.logits[mask], mask.sum(dim=1).cpu()
+
+    def loss_rows(self, outputs, batch, targets, pre_rows, fine_rows):
+        mask = batch["attention_mask"].bool()
+        labels = targets.get("labels")
+        return outputs.logits[mask], pre_rows, fine_rows, None if labels is None else labels[mask].long()
+
+    def unlabelled(self, example: dict) -> dict:
+        return {"labels": [IGNORE_INDEX] * len(example["labels"])}
+
+
+class SpanRows:
+    """QA: stored as (N_tokens, 2) [start, end] per real token; distilled as 2B rows over the padded positions."""
+
+    label_columns = ("start_positions", "end_positions")
+
+    def output_rows(self, outputs, batch):
+        mask = batch["attention_mask"].bool()
+        both = torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)
+        return both[mask], mask.sum(dim=1).cpu()
+
+    def loss_rows(self, outputs, batch, targets, pre_rows, fine_rows):
+        mask = batch["attention_mask"].bool()
+        student = torch.cat([outputs.start_logits, outputs.end_logits]).masked_fill(~mask.repeat(2, 1), -torch.inf)
+        labels = None
+        if "start_positions" in targets:
+            labels = torch.cat([targets["start_positions"], targets["end_positions"]]).long()
+        return student, self._spread(pre_rows, mask), self._spread(fine_rows, mask), labels
+
+    @staticmethod
+    def _spread(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        full = rows.new_full((*mask.shape, 2), -torch.inf)
+        full[mask] = rows
+        return torch.cat([full[..., 0], full[..., 1]])
+
+    def unlabelled(self, example: dict) -> dict:
+        return {"start_positions": IGNORE_INDEX, "end_positions": IGNORE_INDEX}
+
+
+ROWS_BY_KIND = {"classification": SequenceRows, "regression": RegressionRows, "token": TokenRows, "qa": SpanRows}
+
+
+def rows_for(kind: str):
+    try:
+        return ROWS_BY_KIND[kind]()
+    except KeyError:
+        raise ValueError(f"no distillation rows for task kind {kind!r}; known: {', '.join(ROWS_BY_KIND)}") from None
+
+
+def regression_kd_loss(
+    student,
+    pre,
+    fine,
+    labels=None,
+    *,
+    alpha=0.0,
+    beta=1.0,
+    gamma=1.0,
+    temperature=1.0,
+    ce_weight=1.0,
+    ignore_index=IGNORE_INDEX,
+    reduction="mean",
+    backend="auto",
+):
+    """The hybrid loss for one regression output per row (see the module docstring); NaN labels are unlabelled.
+
+    ``temperature``, ``ignore_index`` and ``backend`` are accepted for signature parity and unused.
+    """
+    if reduction != "mean":
+        raise ValueError(f"regression_kd_loss supports reduction='mean' only, got {reduction!r}")
+    if student.dim() != 1 or pre.shape != student.shape or fine.shape != student.shape:
+        raise ValueError(
+            f"expected three (N,) tensors, got {tuple(student.shape)}, {tuple(pre.shape)}, {tuple(fine.shape)}"
+        )
+    pre, fine = pre.detach().float(), fine.detach().float()
+    mixed = alpha * pre + (1.0 - alpha) * student.float()
+    loss = mixed.new_zeros(())
+    if labels is not None and ce_weight:
+        labelled = ~torch.isnan(labels)
+        if labelled.any():
+            loss = loss + ce_weight * (mixed[labelled] - labels[labelled].float()).pow(2).mean()
+    if beta:
+        loss = loss + beta * (mixed - pre).pow(2).mean()
+    if gamma:
+        loss = loss + gamma * (mixed - fine).pow(2).mean()
+    return loss
+
+
+def loss_for(kind: str):
+    if kind == "regression":
+        return regression_kd_loss
+    from hybridft.loss import hybrid_kd_loss
+
+    return hybrid_kd_loss
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Teacher logits
+
+
+@dataclass
+class TeacherLogits:
+    """Teacher rows of every feature: ``values[offsets[i]:offsets[i+1]]`` are feature i's rows."""
+
+    values: torch.Tensor  # (total_rows, K) float32
+    offsets: torch.Tensor  # (n_features + 1,) int64
+
+    def __len__(self) -> int:
+        return self.offsets.numel() - 1
+
+    def to(self, device) -> TeacherLogits:
+        return TeacherLogits(self.values.to(device), self.offsets.to(device))
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows of features ``index`` concatenated in that order."""
+        index = index.to(self.offsets.device)
+        starts, lengths = self.offsets[index], self.offsets[index + 1] - self.offsets[index]
+        if bool((lengths == 1).all()):
+            return self.values[starts]
+        first = torch.cumsum(lengths, 0) - lengths  # where each feature's rows begin in the output
+        rows = torch.repeat_interleave(starts - first, lengths) + torch.arange(int(lengths.sum()), device=index.device)
+        return self.values[rows]
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 over every state-dict tensor (name, dtype, shape, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def features_hash(features, columns=("input_ids", "attention_mask", "token_type_ids")) -> str:
+    """sha256 of the model-input columns of ``features`` (Arrow IPC bytes, rows in order)."""
+    import pyarrow as pa
+
+    present = [c for c in columns if c in features.column_names]
+    table = features.select_columns(present).with_format("arrow")[:]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def compute_teacher_logits(model, features, collator, rows, *, batch_size: int, progress: bool) -> TeacherLogits:
+    """Run ``model`` once over ``features`` (in order, no labels) and keep its rows."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    inputs = features.select_columns(
+        [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in features.column_names]
+    )
+    loader = DataLoader(inputs, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    values, lengths = [], []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="teacher logits", disable=not progress):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            _COUNTS["teacher_forward_passes"] += 1
+            batch_rows, batch_lengths = rows.output_rows(model(**batch), batch)
+            values.append(batch_rows.float().cpu())
+            lengths.append(batch_lengths.cpu())
+    model.train(was_training)
+    lengths = torch.cat(lengths)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
+    return TeacherLogits(torch.cat(values), offsets)
+
+
+def cached_teacher_logits(
+    model, features, collator, rows, *, cache_dir: Path, key_data: dict, batch_size: int, progress: bool
+) -> tuple[TeacherLogits, float]:
+    """Teacher rows from ``cache_dir/teacher_logits/`` or computed and stored; also the compute time recorded."""
+    key_data = {
+        "weights": weights_hash(model),
+        "features": features_hash(features),
+        "rows": type(rows).__name__,
+        **key_data,
+    }
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "teacher_logits" / f"{key}.pt"
+    if path.is_file():
+        stored = torch.load(path, weights_only=True)
+        return TeacherLogits(stored["values"], stored["offsets"]), float(stored["time_s"])
+    start = time.perf_counter()
+    logits = compute_teacher_logits(model, features, collator, rows, batch_size=batch_size, progress=progress)
+    elapsed = time.perf_counter() - start
+    if int(os.environ.get("RANK", "0")) == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"tmp-{key}-", suffix=".part", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save({"values": logits.values, "offsets": logits.offsets, "time_s": elapsed}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return logits, elapsed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+
+
+class IndexedCollator:
+    """Wraps a task collator: takes the feature index column out before padding and returns it as a tensor."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, features: list[dict]) -> dict:
+        index = [f[INDEX_COLUMN] for f in features]
+        batch = self.inner([{k: v for k, v in f.items() if k != INDEX_COLUMN} for f in features])
+        batch[INDEX_COLUMN] = torch.tensor(index, dtype=torch.long)
+        return batch
+
+
+def with_index(features):
+    """``features`` plus the index column the distillation batches use to fetch teacher rows."""
+    if INDEX_COLUMN in features.column_names:
+        features = features.remove_columns(INDEX_COLUMN)
+    return features.add_column(INDEX_COLUMN, list(range(len(features))))
+
+
+def make_distill_trainer():
+    """The `Trainer` subclass of the distillation stage (built lazily: transformers is imported on demand)."""
+    from transformers import Trainer
+
+    class DistillTrainer(Trainer):
+        """`Trainer` whose loss is the hybrid loss against cached teacher rows.
+
+        ``pre_logits`` / ``fine_logits``: `TeacherLogits` of θ_pre and θ_fine on the training features, which carry
+        `INDEX_COLUMN`; ``rows``: the head kind's row maker; ``loss_fn``: `hybrid_kd_loss` or `regression_kd_loss`;
+        ``loss_kwargs``: alpha, beta, gamma, temperature, ce_weight (and backend).
+        """
+
+        def __init__(self, *args, pre_logits, fine_logits, rows, loss_fn, loss_kwargs, **inner):
+            super().__init__(*args, **inner)
+            self.pre_logits, self.fine_logits = pre_logits, fine_logits
+            self.rows, self.loss_fn, self.loss_kwargs = rows, loss_fn, dict(loss_kwargs)
+            # compute_loss returns this batch's own mean; no rescaling by token counts across devices.
+            self.model_accepts_loss_kwargs = False
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if INDEX_COLUMN not in self._signature_columns:
+                self._signature_columns.append(INDEX_COLUMN)
+
+        def _teacher_rows(self, index, device, dtype):
+            if self.pre_logits.values.device != device:
+                self.pre_logits, self.fine_logits = self.pre_logits.to(device), self.fine_logits.to(device)
+            return self.pre_logits.gather(index).to(dtype), self.fine_logits.gather(index).to(dtype)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            index = inputs.pop(INDEX_COLUMN)
+            targets = {name: inputs.pop(name) for name in self.rows.label_columns if name in inputs}
+            outputs = model(**inputs)
+            logits = outputs.logits if hasattr(outputs, "logits") and outputs.logits is not None else outputs[0]
+            pre, fine = self._teacher_rows(index, logits.device, logits.dtype)
+            student, pre, fine, labels = self.rows.loss_rows(outputs, inputs, targets, pre, fine)
+            loss = self.loss_fn(student, pre, fine, labels, ignore_index=IGNORE_INDEX, **self.loss_kwargs)
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillTrainer
+
+
+class OutputMixModel(torch.nn.Module):
+    """Inference of the output-space mix: m = α·teacher(x) + (1−α)·student(x) on every logit field.
+
+    The teacher (θ_pre) is frozen; both models run on every input, so evaluation needs both.
+    """
+
+    LOGIT_FIELDS = ("logits", "start_logits", "end_logits")
+
+    def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module, alpha: float):
+        super().__init__()
+        self.student, self.teacher, self.alpha = student, teacher, float(alpha)
+        self.config = student.config
+        for param in self.teacher.parameters():
+            param.requires_grad_(False)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None):
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        out = self.student(**inputs)
+        with torch.no_grad():
+            ref = self.teacher(**inputs)
+        for field in self.LOGIT_FIELDS:
+            if getattr(out, field, None) is not None:
+                out[field] = self.alpha * ref[field] + (1.0 - self.alpha) * out[field]
+        return out

@@ -1,0 +1,240 @@
+"""The hybrid method (DESIGN.md §1) and its distillation ablations: `hybrid`, `kd_pre`, `kd_fine`, `hybrid_output`.
+
+1–2. LP teacher θ_pre and LP-FT teacher θ_fine (cached stages, `hybridft.stages`);
+3.   the student starts at θ_mix = α·θ_pre + (1−α)·θ_fine (weight mix), or at θ_fine for `hybrid_output`;
+4.   it trains on ce_weight·CE(z_mix, y) + β·T²·KL(p_pre ‖ p_mix) + γ·T²·KL(p_fine ‖ p_mix) through
+     `hybrid_kd_loss` (regression: the MSE form in `hybridft.distill`), with the teachers' logits computed once and
+     cached. `hybrid_output` mixes in output space instead: m = α·z_pre + (1−α)·z_student through the loss's
+     ``alpha``, and at inference through both models.
+
+Ablations: `kd_pre` (γ = 0, only the pretrained teacher) and `kd_fine` (β = 0, only the fine-tuned one).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hybridft.distill import (
+    OutputMixModel,
+    cached_teacher_logits,
+    loss_for,
+    make_distill_trainer,
+    rows_for,
+    with_index,
+)
+from hybridft.interpolate import check_alpha, interpolate_models
+from hybridft.methods import register
+from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
+from hybridft.models import count_parameters
+from hybridft.stages import StageFields, teachers
+from hybridft.training import FitResult, fit
+
+LOSS_BACKENDS = ("auto", "triton", "torch", "reference")
+
+
+@dataclass(frozen=True)
+class HybridConfig(StageFields, MethodConfig):
+    """Distillation from both teachers. α = 0.5 is WiSE-FT's default mix; T = 2 and equal teacher weights
+    β = γ = 1 follow Hinton et al. (2015)'s soft targets at a moderate temperature; lr as for full fine-tuning.
+
+    ``unlabeled_split``: an extra split of the task whose inputs join the KD data without labels (None: only the
+    training inputs); ``unlabeled_size``: a seeded subset of it. ``loss_backend`` goes to `hybrid_kd_loss`.
+    """
+
+    alpha: float = 0.5
+    beta: float = 1.0
+    gamma: float = 1.0
+    temperature: float = 2.0
+    ce_weight: float = 1.0
+    unlabeled_split: str | None = None
+    unlabeled_size: int | None = None
+    loss_backend: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        self.validate_stages()
+        check_alpha(self.alpha)
+        for name in ("beta", "gamma", "ce_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{type(self).__name__}.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise ValueError(f"{type(self).__name__}.temperature must be > 0, got {self.temperature}")
+        if self.loss_backend not in LOSS_BACKENDS:
+            raise ValueError(f"loss_backend must be one of {LOSS_BACKENDS}, got {self.loss_backend!r}")
+        if self.unlabeled_size is not None and (not isinstance(self.unlabeled_size, int) or self.unlabeled_size < 1):
+            raise ValueError(f"unlabeled_size must be None or an integer >= 1, got {self.unlabeled_size!r}")
+
+    def loss_kwargs(self) -> dict:
+        return {
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "temperature": self.temperature,
+            "ce_weight": self.ce_weight,
+            "backend": self.loss_backend,
+        }
+
+
+@dataclass(frozen=True)
+class KdPreConfig(HybridConfig):
+    """Hybrid with only the pretrained teacher: γ = 0."""
+
+    gamma: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.gamma != 0:
+            raise ValueError(f"kd_pre distils from the pretrained teacher only: gamma must be 0, got {self.gamma}")
+
+
+@dataclass(frozen=True)
+class KdFineConfig(HybridConfig):
+    """Hybrid with only the fine-tuned teacher: β = 0."""
+
+    beta: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta != 0:
+            raise ValueError(f"kd_fine distils from the fine-tuned teacher only: beta must be 0, got {self.beta}")
+
+
+def distill_features(ctx: TrainContext, config: HybridConfig):
+    """The training features, plus the unlabelled split's (labels set to ignore) if configured, with the index."""
+    features = ctx.train_features
+    if config.unlabeled_split is not None:
+        from datasets import concatenate_datasets
+
+        from hybridft.data import subset
+        from hybridft.experiment import qa_stride
+
+        task, run = ctx.task, ctx.run
+        if config.unlabeled_split == task.eval_split:
+            raise ValueError(f"unlabeled_split must not be the evaluation split {task.eval_split!r}")
+        raw, _ = subset(
+            task.load(config.unlabeled_split, run.data_dir),
+            config.unlabeled_size,
+            run.seed,
+            task=task.name,
+            split=config.unlabeled_split,
+        )
+        extra = task.preprocess(
+            raw, ctx.tokenizer, max_length=run.max_length, train=True, stride=qa_stride(run.max_length)
+        )
+        extra = extra.map(rows_for(task.kind).unlabelled, desc="unlabelled rows")
+        features = concatenate_datasets([features, extra.cast(features.features)])
+    return with_index(features)
+
+
+def _compute_device():
+    import os
+
+    import torch
+
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if torch.cuda.is_available() else "cpu"
+
+
+def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool, need_fine: bool):
+    """Cached teacher logits of θ_pre and θ_fine on ``features``; a teacher whose weight is 0 is not run (the
+    other's rows stand in, multiplied by 0). Returns (pre_logits, fine_logits, FitResult of their cost)."""
+    needed = [m for m, need in ((pre, need_pre), (fine, need_fine)) if need] or [fine]
+    computed, seconds = [], 0.0
+    for model in needed:
+        model.to(_compute_device())
+        logits, elapsed = cached_teacher_logits(
+            model,
+            features,
+            ctx.collator(),
+            rows,
+            cache_dir=ctx.cache_dir,
+            key_data=ctx.data_key,
+            batch_size=ctx.run.eval_batch_size,
+            progress=ctx.progress,
+        )
+        model.to("cpu")
+        computed.append(logits)
+        seconds += elapsed
+    pre_logits = computed[0] if need_pre else computed[-1]
+    fine_logits = computed[-1] if need_fine else computed[0]
+    cost = FitResult(train_time_s=seconds, samples=len(features) * len(needed), training_loss=0.0)
+    return pre_logits, fine_logits, cost
+
+
+@register
+class Hybrid(Method):
+    name = "hybrid"
+    config_class: ClassVar[type[MethodConfig]] = HybridConfig
+    output_mix: ClassVar[bool] = False  # True: mix outputs with the frozen θ_pre instead of weights
+
+    def train(self, ctx: TrainContext, config: HybridConfig) -> Trained:
+        from hybridft.distill import IndexedCollator
+
+        pair = teachers(ctx, config)
+        features = distill_features(ctx, config)
+        rows = rows_for(ctx.task.kind)
+        pre_logits, fine_logits, teacher_cost = teacher_rows(
+            ctx,
+            features,
+            rows,
+            pair.pre,
+            pair.fine,
+            need_pre=config.beta > 0 or self.output_mix,
+            need_fine=config.gamma > 0,
+        )
+        student = self.initial_student(pair, config)
+        for param in student.parameters():
+            param.requires_grad_(True)
+        spec = ctx.spec(config.learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio)
+        loss_kwargs = {"alpha": config.alpha if self.output_mix else 0.0, **config.loss_kwargs()}
+        result = fit(
+            student,
+            features,
+            IndexedCollator(ctx.collator()),
+            spec,
+            output_dir=ctx.stage_dir(self.name),
+            progress=ctx.progress,
+            trainer_cls=make_distill_trainer(),
+            pre_logits=pre_logits,
+            fine_logits=fine_logits,
+            rows=rows,
+            loss_fn=loss_for(ctx.task.kind),
+            loss_kwargs=loss_kwargs,
+        )
+        model = self.inference_model(student, pair, config)
+        trainable, total = count_parameters(model)  # a frozen teacher used at inference counts in total only
+        fits = [*pair.fits, teacher_cost, result]
+        return Trained(model=model, fits=fits, trainable_params=trainable, total_params=total)
+
+    def initial_student(self, pair, config: HybridConfig):
+        """Stage 3: the student starts at θ_mix = α·θ_pre + (1−α)·θ_fine."""
+        return interpolate_models(pair.pre, pair.fine, config.alpha)
+
+    def inference_model(self, student, pair, config: HybridConfig):
+        return student
+
+
+@register
+class KdPre(Hybrid):
+    name = "kd_pre"
+    config_class = KdPreConfig
+
+
+@register
+class KdFine(Hybrid):
+    name = "kd_fine"
+    config_class = KdFineConfig
+
+
+@register
+class HybridOutput(Hybrid):
+    name = "hybrid_output"
+    config_class = HybridConfig
+    output_mix = True
+
+    def initial_student(self, pair, config: HybridConfig):
+        """The trainable branch starts at θ_fine; its logits are mixed with θ_pre's, in the loss and at inference."""
+        return copy.deepcopy(pair.fine)
+
+    def inference_model(self, student, pair, config: HybridConfig):
+        return OutputMixModel(student, pair.pre, config.alpha)
