@@ -86,7 +86,7 @@ def v2_raw_scores(predicted: dict, references) -> tuple[dict, dict, dict]:
         qid = reference["id"]
         exact[qid] = max_over_golds(exact_match_score, predicted[qid], golds)
         f1[qid] = max_over_golds(v2_f1_score, predicted[qid], golds)
-        has_answer[qid] = golds != [""]
+        has_answer[qid] = bool(reference["answers"]["text"])  # official: any gold, even one normalising to ""
     return exact, f1, has_answer
 
 
