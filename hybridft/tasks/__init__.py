@@ -10,8 +10,8 @@ See base.Task for the contract every task follows.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from hybridft.data import resolve_data_dir
 from hybridft.tasks.base import Task
 from hybridft.tasks.conll import CONLL2003
 from hybridft.tasks.glue import GLUE_TASKS
@@ -35,9 +35,12 @@ def get_task(name: str) -> Task:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(_REGISTRY)}") from None
 
 
-def offline_task_names(data_dir: str | os.PathLike) -> list[str]:
-    """Tasks whose train split and main evaluation split both exist in the local folder ``data_dir``."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {str(root)!r} is not a directory")
+def offline_task_names(data_dir: str | os.PathLike | None) -> list[str]:
+    """Tasks whose train split and main evaluation split both exist in the local folder ``data_dir``.
+
+    ``None`` resolves like Task.load does ($HYBRIDFT_DATA_DIR, else the hub, where every task is available).
+    """
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return task_names()
     return [name for name, task in _REGISTRY.items() if task.has_offline(root)]

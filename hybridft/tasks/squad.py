@@ -72,7 +72,8 @@ class QATask(Task):
     model_auto_class: ClassVar[str] = "AutoModelForQuestionAnswering"
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {}
+        """Two outputs per token (start, end); no label maps, since positions are not classes."""
+        return {"num_labels": 2}
 
     def preprocess(
         self, dataset: Dataset, tokenizer, *, max_length: int = 128, train: bool, stride: int = 64

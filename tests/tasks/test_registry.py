@@ -50,6 +50,13 @@ def test_offline_tasks_in_the_shared_data(data_dir):
         offline_task_names(data_dir / "missing")
 
 
+def test_offline_tasks_without_a_folder(data_dir, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
+    assert "squad_devsplit" in offline_task_names(None) and "mnli" not in offline_task_names(None)
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert offline_task_names(None) == task_names()  # the hub has every task
+
+
 @pytest.mark.parametrize(
     ("name", "split", "relative", "hub"),
     [
@@ -110,6 +117,7 @@ def test_model_heads_and_kwargs():
     )
 
     assert get_task("stsb").model_kwargs() == {"num_labels": 1, "problem_type": "regression"}
+    assert get_task("squad_devsplit").model_kwargs() == {"num_labels": 2}
     assert get_task("stsb").kind == "regression" and get_task("stsb").num_labels == 1
     mnli = get_task("mnli").model_kwargs()
     assert mnli["num_labels"] == 3 and mnli["id2label"][2] == "contradiction" and mnli["label2id"]["neutral"] == 1
