@@ -40,4 +40,5 @@ def load(name: str, config_name: str | None = None):
         raise ValueError(f"metric 'seqeval' takes no config_name, got {config_name!r}")
     import evaluate
 
-    return evaluate.load(str(path), config_name) if config_name else evaluate.load(str(path))
+    # keep_in_memory: predictions are not written to an arrow cache file (nothing to collide on between parallel runs)
+    return evaluate.load(str(path), config_name, keep_in_memory=True)
