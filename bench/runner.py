@@ -132,6 +132,7 @@ def build_record(spec: RunSpec, profile: str, outcome: dict[str, Any], wall_s: f
         **collect(),
     }
     record.setdefault("status", "ok")
+    record.setdefault("world_size", 1)  # processes that trained together (a launched DDP run reports its own)
     if record["status"] != "failed":
         record.setdefault("headline_metric", task.headline)  # an α sweep's points use the task's headline
     return record

@@ -313,7 +313,8 @@ def header_lines(records: list[dict[str, Any]], offline_notes: dict[str, str]) -
         f"eval examples: {values(_config_field('eval_size')) or 'all'} (subset of the split, seeded; see records)",
         f"Epochs: {values(_config_field('epochs'))}; batch size: {values(_config_field('batch_size'))}; "
         f"max length: {values(_config_field('max_length'))}",
-        f"Hardware: {'; '.join(_distinct(records, lambda r: _hardware_label(r.get('hardware') or {})))}",
+        f"Hardware: {'; '.join(_distinct(records, lambda r: _hardware_label(r.get('hardware') or {})))}; "
+        f"processes per run: {values(lambda r: r.get('world_size', 1))}",
         f"Code: git {values(_revision)}; {'; '.join(_distinct(records, _versions))}",
         f"Runs: {len(records)} ({', '.join(f'{n} {s}' for s, n in _status_counts(records))})",
     ]

@@ -17,6 +17,13 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def _world_size() -> int:
+    """Processes that trained together: the initialised process group's size, else 1 (no DDP)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def load_spec(path: Path):
     """The RunSpec (and cache dir) that the runner wrote with runner.spec_to_json."""
     from bench.profiles import RunSpec
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     spec, cache_dir = load_spec(spec_path)
     try:
         result = runner.execute(spec, work_dir=spec_path.parent, cache_dir=cache_dir, progress=_rank() == 0)
-        payload, code = {"result": result}, 0
+        payload, code = {"result": {**result, "world_size": _world_size()}}, 0
     except Exception as err:
         payload, code = {"error": runner.error_fields(err)}, 1
     if _rank() == 0:

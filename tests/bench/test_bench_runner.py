@@ -82,6 +82,16 @@ def test_launched_worker_writes_the_same_record(tmp_path, data_dir):
     assert a["metrics"] == b["metrics"]  # same seed, same data, same CPU: the same scores
 
 
+@pytest.mark.slow
+def test_torchrun_launcher_trains_one_run_on_two_processes(tmp_path, data_dir):
+    launcher = "python -m torch.distributed.run --standalone --nproc_per_node=2"
+    args = ["--profile", "smoke", "--tasks", "rte", "--methods", "plain", "--data-dir", str(data_dir)]
+    assert _bench(*args, "--output", str(tmp_path), "--launcher", launcher) == 0
+    (record,) = rec.read_file(tmp_path / "runs.jsonl")
+    assert record["status"] == "ok" and record["world_size"] == 2  # DDP really ran (gloo on CPU)
+    assert record["headline_metric"] == "accuracy" and 0.0 <= record["headline"] <= 1.0
+
+
 def _start(out: Path, data_dir: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "bench", "--profile", "smoke", "--tasks", "rte", "--methods", "plain", "lora",
            "adapter", "--data-dir", str(data_dir), "--output", str(out), "--no-progress", "--no-tables"]  # fmt: skip
