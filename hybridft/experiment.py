@@ -139,7 +139,7 @@ def evaluate(model, data: PreparedData, cfg: RunConfig, work_dir: Path, progress
     return {key: float(value) for key, value in metrics.items()}
 
 
-def _train_context(cfg, data: PreparedData, work_dir: Path, cache_dir: Path, progress: bool):
+def train_context(cfg, data: PreparedData, work_dir: Path, cache_dir: Path, progress: bool):
     from hybridft.methods import TrainContext
 
     return TrainContext(
@@ -165,7 +165,7 @@ def run_experiment(cfg: RunConfig, *, work_dir: Path, cache_dir: Path, progress:
     work_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg)
-    ctx = _train_context(cfg, data, work_dir, cache_dir, progress)
+    ctx = train_context(cfg, data, work_dir, cache_dir, progress)
     with PeakMemory() as memory:
         trained = method.train(ctx, config)
         start = time.perf_counter()
@@ -211,7 +211,7 @@ def alpha_sweep(
     work_dir, cache_dir = Path(work_dir), Path(cache_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg)
-    ctx = _train_context(cfg, data, work_dir, cache_dir, progress)
+    ctx = train_context(cfg, data, work_dir, cache_dir, progress)
     pair = teachers(ctx, config)
     curve = []
     for alpha in alphas:

@@ -1,0 +1,120 @@
+"""Every method trains a few steps and evaluates on every head kind; what each method trains; stage reuse."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hybridft.experiment import alpha_sweep, run_experiment
+from hybridft.methods import get_method, method_names
+from hybridft.models import head_parameter_names
+
+from .conftest import TASKS, tiny_run
+
+RESULT_KEYS = {
+    "metrics",
+    "headline_metric",
+    "headline",
+    "trainable_params",
+    "total_params",
+    "train_time_s",
+    "eval_time_s",
+    "peak_memory_mb",
+    "train_samples_per_s",
+    "subsets",
+    "status",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_every_method_trains_and_evaluates(task, data_dir, stage_cache, tmp_path):
+    for method in method_names():
+        cfg = tiny_run(task, method, data_dir, learning_rate=None)
+        result = run_experiment(cfg, work_dir=tmp_path / method, cache_dir=stage_cache, progress=False)
+        assert set(result) == RESULT_KEYS, method
+        assert result["status"] == "ok", method
+        assert result["headline_metric"] in result["metrics"], method
+        assert math.isfinite(result["headline"]), method
+        assert 0 < result["trainable_params"] <= result["total_params"], method
+        assert result["train_time_s"] > 0 and result["eval_time_s"] > 0, method
+        assert result["train_samples_per_s"] > 0 and result["peak_memory_mb"] >= 0, method
+        assert result["subsets"]["train"]["size"] == cfg.train_size, method
+    leftovers = [p for p in stage_cache.rglob("*") if p.name.startswith((".tmp-", "tmp-"))]
+    assert not leftovers, leftovers
+
+
+def _trained(make_context, task, method, **method_args):
+    ctx, _ = make_context(task, method, epochs=0.4)
+    impl = get_method(method)
+    return impl.train(ctx, impl.make_config(method_args))
+
+
+def _encoder_names(model) -> list[str]:
+    return [n for n, _ in model.named_parameters() if n.startswith(model.base_model_prefix + ".")]
+
+
+@pytest.mark.parametrize("task", ["sst2", "squad_devsplit"])
+def test_lora_trains_only_low_rank_matrices_and_head(make_context, task):
+    trained = _trained(make_context, task, "lora")
+    trainable = [n for n, p in trained.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable), trainable
+    assert any("modules_to_save" in n for n in trainable), "the task head must train"
+    assert {n.split(".")[-4] for n in trainable if "lora_" in n} == {"query", "value"}
+    assert trained.trainable_params == sum(p.numel() for p in trained.model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("architecture", ["seq_bn", "double_seq_bn"])
+def test_adapter_trains_only_adapters_and_head(make_context, architecture):
+    ctx, _ = make_context("conll2003", "adapter", epochs=0.4)
+    reference = ctx.build_model()
+    trained = _trained(make_context, "conll2003", "adapter", architecture=architecture, learning_rate=1e-2)
+    head = set(head_parameter_names(reference))
+    trainable = [n for n, p in trained.model.named_parameters() if p.requires_grad]
+    assert set(trainable) - head and all(".adapters." in n for n in set(trainable) - head)
+    assert head <= set(trainable)
+    # Pfeiffer: one adapter per layer after the feed-forward block; Houlsby: also one after attention.
+    where = {n.split(".adapters.")[0].split(".layer.")[1].split(".", 1)[1] for n in trainable if ".adapters." in n}
+    assert where == ({"output"} if architecture == "seq_bn" else {"output", "attention.output"})
+    state = trained.model.state_dict()
+    for name in _encoder_names(reference):  # the frozen backbone did not move; the head did
+        assert torch.equal(state[name], reference.state_dict()[name]), name
+    assert not torch.equal(state["classifier.weight"], reference.state_dict()["classifier.weight"])
+
+
+def test_lp_trains_only_the_head(make_context):
+    ctx, _ = make_context("stsb", "lp", epochs=0.4)
+    reference = ctx.build_model()
+    trained = _trained(make_context, "stsb", "lp")
+    head = head_parameter_names(reference)
+    assert trained.trainable_params == sum(p.numel() for n, p in reference.named_parameters() if n in head)
+    state = trained.model.state_dict()
+    for name in _encoder_names(reference):
+        assert torch.equal(state[name], reference.state_dict()[name]), name
+    assert not all(torch.equal(state[n], reference.state_dict()[n]) for n in head)
+
+
+def test_stages_are_shared_across_methods_and_sweep_matches_endpoints(data_dir, tmp_path):
+    cache = tmp_path / "cache"
+    lp = run_experiment(tiny_run("sst2", "lp", data_dir), work_dir=tmp_path / "a", cache_dir=cache, progress=False)
+    lp_ft = run_experiment(
+        tiny_run("sst2", "lp_ft", data_dir), work_dir=tmp_path / "b", cache_dir=cache, progress=False
+    )
+    stages = sorted(p.name.split("-")[0] for p in (cache / "stages").iterdir())
+    assert stages == ["lp", "lp_ft"]  # lp_ft reused the LP stage instead of training its own
+    cfg = tiny_run("sst2", "wise_ft", data_dir)
+    curve = alpha_sweep(cfg, (0.0, 0.5, 1.0), work_dir=tmp_path / "c", cache_dir=cache, progress=False)
+    assert [point["alpha"] for point in curve] == [0.0, 0.5, 1.0]
+    assert sorted(p.name.split("-")[0] for p in (cache / "stages").iterdir()) == stages
+    assert curve[0]["metrics"] == lp_ft["metrics"]  # α = 0 is θ_fine
+    assert curve[-1]["metrics"] == lp["metrics"]  # α = 1 is θ_pre
+    with pytest.raises(ValueError, match="needs a method with LP and LP-FT stages"):
+        alpha_sweep(tiny_run("sst2", "lora", data_dir), work_dir=tmp_path / "d", cache_dir=cache)
+
+
+def test_diverged_run_is_reported(data_dir, tmp_path):
+    cfg = tiny_run("sst2", "plain", data_dir, learning_rate=1e30, method_args=(("warmup_ratio", 0.0),))
+    result = run_experiment(cfg, work_dir=tmp_path / "w", cache_dir=tmp_path / "c", progress=False)
+    assert result["status"] == "diverged"
