@@ -68,9 +68,9 @@ def test_names_missing_and_extra_keys(pair):
     pre, fine = pair
     fine = dict(fine)
     del fine["encoder.bias"]
-    with pytest.raises(ValueError, match="'encoder.bias' is in pre but not in fine"):
+    with pytest.raises(ValueError, match=r"'encoder\.bias' is in pre but not in fine"):
         interpolate_state_dicts(pre, fine, 0.5)
-    with pytest.raises(ValueError, match="'encoder.bias' is in fine but not in pre"):
+    with pytest.raises(ValueError, match=r"'encoder\.bias' is in fine but not in pre"):
         interpolate_state_dicts(fine, pre, 0.5)
 
 
@@ -83,7 +83,7 @@ def test_names_first_shape_mismatch(pair):
 
 def test_rejects_dtype_mismatch_and_differing_integer_buffers(pair):
     pre, fine = pair
-    with pytest.raises(ValueError, match="'encoder.bias': dtype"):
+    with pytest.raises(ValueError, match=r"'encoder\.bias': dtype"):
         interpolate_state_dicts(pre, {**fine, "encoder.bias": fine["encoder.bias"].double()}, 0.5)
     with pytest.raises(ValueError, match="non-floating tensor 'position_ids'"):
         interpolate_state_dicts(pre, {**fine, "position_ids": torch.arange(1, 10)}, 0.5)

@@ -108,3 +108,17 @@ def test_bad_shard_text_is_named(text):
     with pytest.raises(ValueError, match="--shard"):
         prof.parse_shard(text)
     assert prof.parse_shard("2/8") == (2, 8)
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper"])
+def test_every_profile_run_has_a_valid_method_config(name):
+    from hybridft.methods import get_method
+
+    specs = prof.build_matrix(prof.load_profile(name), config_factory=RunConfig)
+    for spec in specs:
+        config = get_method(spec.config.method).make_config(spec.config.method_args, spec.config.learning_rate)
+        if spec.config.learning_rate is not None:
+            assert getattr(config, get_method(spec.config.method).lr_field) == spec.config.learning_rate
+    lora = [s for s in specs if s.config.method == "lora" and s.config.model == "roberta-base"]
+    assert all(dict(s.config.method_args) == {"r": 8, "lora_alpha": 16, "weight_decay": 0.1, "warmup_ratio": 0.06}
+               for s in lora)  # fmt: skip

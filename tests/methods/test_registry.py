@@ -52,7 +52,7 @@ def test_learning_rate_sets_the_methods_own_stage():
 
 
 def test_override_errors_name_the_field():
-    with pytest.raises(ValueError, match="has no field 'rank'; known fields:.*\\br\\b"):
+    with pytest.raises(ValueError, match=r"has no field 'rank'; known fields:.*\br\b"):
         get_method("lora").make_config({"rank": 4})
     with pytest.raises(ValueError, match="conflicts with method_args learning_rate"):
         get_method("plain").make_config({"learning_rate": 1e-5}, learning_rate=2e-5)
