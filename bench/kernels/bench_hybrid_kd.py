@@ -194,6 +194,46 @@ def measure(case: Case, repeats: int) -> list[dict[str, object]]:
     return rows
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run a block with torch.set_num_threads(count) (None: leave it), restoring the previous count after."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def paired_speedups(slow: Case, fast: Case, *, repeats: int, threads: int | None = 1) -> list[float]:
+    """Per-pair time ratios slow/fast, the two cases timed alternately so that machine noise hits both alike.
+
+    One thread by default: the fallback issues many small ops, and OpenMP's spinning workers make such code erratic
+    on a CPU shared with other jobs; one thread measures the work each back end does, not the scheduler.
+    """
+    with torch_threads(threads):
+        (slow_in, slow_fn), (fast_in, fast_fn) = setup(slow), setup(fast)
+        slow_fn(slow_in), fast_fn(fast_in)  # warm-up
+        ratios = []
+        for _ in range(repeats):
+            slow_time = time_fn(slow_fn, slow_in, slow.device, repeats=1, warmup=0)[0]
+            fast_time = time_fn(fast_fn, fast_in, fast.device, repeats=1, warmup=0)[0]
+            ratios.append(slow_time / fast_time)
+    return ratios
+
+
+FLOORS_FILE = Path(__file__).resolve().parent / "floors.json"
+
+
+def load_floor(name: str) -> dict[str, object]:
+    """One entry of floors.json: the guarded ratio's case, its floor and the measurements behind it."""
+    floors = json.loads(FLOORS_FILE.read_text())
+    if name not in floors:
+        raise KeyError(f"{FLOORS_FILE} has no entry {name!r}; entries: {sorted(floors)}")
+    return floors[name]
+
+
 def add_ratios(rows: list[dict[str, object]]) -> None:
     """speedup_vs_reference and memory_ratio_vs_reference for every back end of a shape that has a reference."""
     index = {(r["backend"], r["rows"], r["classes"], r["dtype"], r["metric"]): r["value"] for r in rows}
