@@ -121,3 +121,38 @@ def test_sigkill_mid_bench_loses_and_duplicates_nothing(tmp_path, data_dir):
     assert sorted(r["method"] for r in records) == ["adapter", "lora", "plain"]
     assert len({r["key"] for r in records}) == 3
     assert all(r["status"] == "ok" for r in records)
+
+
+def test_sweep_result_takes_the_best_finite_point():
+    curve = [{"alpha": 0.0, "headline": 0.61, "metrics": {"accuracy": 0.61}},
+             {"alpha": 0.5, "headline": float("nan"), "metrics": {}},
+             {"alpha": 1.0, "headline": 0.70, "metrics": {"accuracy": 0.70}}]  # fmt: skip
+    result = runner.sweep_result(curve)
+    assert (result["headline"], result["metrics"], result["status"]) == (0.70, {"best_alpha": 1.0}, "ok")
+    assert [p["alpha"] for p in result["curve"]] == [0.0, 0.5, 1.0]
+    broken = runner.sweep_result([{"alpha": 0.0, "headline": float("nan")}])
+    assert (broken["headline"], broken["status"]) == (None, "diverged")
+
+
+def test_launcher_strings():
+    assert runner.python_launcher(None) == ()
+    assert runner.python_launcher("python") == (sys.executable,)
+    assert runner.python_launcher("torchrun --standalone --nproc_per_node=4") == (
+        "torchrun", "--standalone", "--nproc_per_node=4")  # fmt: skip
+
+
+def test_error_fields_keep_type_message_and_traceback_tail():
+    try:
+        raise ValueError("bad lora field 'no_such_field'")
+    except ValueError as err:
+        fields = runner.error_fields(err)
+    assert fields["type"] == "ValueError" and "no_such_field" in fields["message"]
+    assert fields["traceback"].rstrip().endswith("ValueError: bad lora field 'no_such_field'")
+    long = runner.error_fields(RuntimeError("x" * 10_000))
+    assert len(long["traceback"]) == runner.TRACEBACK_TAIL_CHARS
+
+
+def test_bench_under_torchrun_refuses(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="--launcher"):
+        cli.main(["--profile", "smoke", "--list"])
