@@ -25,6 +25,8 @@ true value); the gradient stays finite. NaN inputs propagate to the row's loss a
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -258,22 +260,43 @@ def hybrid_kd_forward(student, pre, fine, labels, params: LossParams, *, need_gr
     if num_rows == 0:
         return loss_rows, grad
     block, num_warps = _launch_config(n_cols, block_size)
-    _hybrid_kd_kernel[(num_rows,)](
+    # Triton launches on the current CUDA device: make it the inputs' one (a no-op on CPU under the interpreter).
+    on_device = torch.cuda.device(student.device) if student.is_cuda else contextlib.nullcontext()
+    with on_device:
+        _launch(
+            student,
+            pre,
+            fine,
+            labels if has_ce else loss_rows,
+            grad if write_grad else None,
+            loss_rows,
+            _term_scales(labels, num_rows, params, student.device),
+            params,
+            blend_mode,
+            has_ce,
+            block,
+            num_warps,
+        )
+    return loss_rows, grad
+
+
+def _launch(student, pre, fine, labels, grad, loss_rows, scales, params, blend_mode, has_ce, block, num_warps):
+    """The kernel launch itself, every argument by keyword. grad None: no pass 2 (the student pointer is a dummy)."""
+    _hybrid_kd_kernel[(student.shape[0],)](
         student_ptr=student, student_stride=student.stride(0),
         pre_ptr=pre, pre_stride=pre.stride(0),
         fine_ptr=fine, fine_stride=fine.stride(0),
-        labels_ptr=labels if has_ce else loss_rows,
-        grad_ptr=grad if write_grad else student, grad_stride=grad.stride(0) if write_grad else 0,
+        labels_ptr=labels,
+        grad_ptr=student if grad is None else grad, grad_stride=0 if grad is None else grad.stride(0),
         loss_ptr=loss_rows,
-        scale_ptr=_term_scales(labels, num_rows, params, student.device),
-        n_cols=n_cols,
+        scale_ptr=scales,
+        n_cols=student.shape[1],
         alpha=params.alpha, beta=params.beta, gamma=params.gamma,
         inv_temperature=1.0 / params.temperature, ce_weight=params.ce_weight, ignore_index=params.ignore_index,
         BLEND=blend_mode, HAS_CE=has_ce, HAS_PRE_KD=params.beta > 0, HAS_FINE_KD=params.gamma > 0,
-        T_IS_ONE=params.temperature == 1.0, NEED_GRAD=write_grad,
+        T_IS_ONE=params.temperature == 1.0, NEED_GRAD=grad is not None,
         BLOCK_SIZE=block, num_warps=num_warps,
     )  # fmt: skip
-    return loss_rows, grad
 
 
 # ----------------------------------------------------------------------------------------------- autograd

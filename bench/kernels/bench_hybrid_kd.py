@@ -42,9 +42,9 @@ BACKENDS = ("torch", "reference", "compiled_reference", "triton")
 CPU_SHAPES = ((4096, 2), (16384, 9), (4096, 384), (4096, 32000))
 GPU_SHAPES = ((16384, 32000), (16384, 128000))
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "results" / "kernels" / "hybrid_kd.csv"
-KEY_FIELDS = ("device_label", "backend", "rows", "classes", "dtype")
+KEY_FIELDS = ("device_label", "threads", "backend", "rows", "classes", "dtype")
 FIELDS = (
-    *KEY_FIELDS, "device", "threads", "metric", "value", "unit", "method",
+    *KEY_FIELDS, "device", "metric", "value", "unit", "method",
     "alpha", "beta", "gamma", "temperature", "ce_weight",
     "hardware", "versions", "python", "git_revision", "git_dirty", "timestamp",
 )  # fmt: skip
@@ -270,6 +270,44 @@ def write_rows(path: Path, new_rows: list[dict[str, object]]) -> None:
     os.replace(tmp, path)
 
 
+def _summary_line(key: tuple, cells: dict[str, str]) -> str:
+    def num(metric: str, fmt: str = "{:.4g}") -> str:
+        return fmt.format(float(cells[metric])) if metric in cells else "–"
+
+    label, _device, threads, rows, classes, dtype, backend = key
+    ms = "OOM" if "oom" in cells else f"{num('time_ms_median')} [{num('time_ms_q1')}, {num('time_ms_q3')}]"
+    return (
+        f"| {label} | {threads} | {rows} × {classes} | {dtype} | {backend} | {ms} | {num('gbps_floor')} | "
+        f"{num('extra_peak_mib')} | {num('speedup_vs_reference', '{:.2f}×')} | {num('memory_ratio_vs_reference', '{:.2f}')} |"
+    )
+
+
+def write_summary(csv_path: Path) -> Path:
+    """Markdown table next to the CSV (same name, .md), generated only from the CSV's rows."""
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    cells: dict[tuple, dict[str, str]] = {}
+    for r in rows:
+        shape = (int(r["threads"]), int(r["rows"]), int(r["classes"]), r["dtype"], r["backend"])
+        cells.setdefault((r["device_label"], r["device"], *shape), {})[r["metric"]] = r["value"]
+    order = {name: i for i, name in enumerate(BACKENDS)}
+    head = "| device | threads | N × C | dtype | back end | ms | GB/s | extra peak MiB | speed-up vs ref | mem vs ref |"
+    lines = [
+        f"# hybrid_kd_loss: forward+backward, generated from {csv_path.name}",
+        "",
+        "ms: median [q1, q3] of the timed runs. GB/s: (3 logit reads + 1 gradient write) / median time.",
+        f"Extra peak memory: CPU: {memory_method('cpu')}; CUDA: {memory_method('cuda')}.",
+        "",
+        head,
+        "|---" * (head.count("|") - 1) + "|",
+    ]
+    by_shape = sorted(cells, key=lambda k: (k[0], k[1], k[3] * k[4], k[4], k[2], order.get(k[6], len(order))))
+    lines += [_summary_line(key, cells[key]) for key in by_shape]
+    md_path = csv_path.with_suffix(".md")
+    md_path.write_text("\n".join(lines) + "\n")
+    return md_path
+
+
 def build_cases(args) -> list[Case]:
     cases = []
     cpu_backends = [b for b in args.backends if b != "triton"]
@@ -294,6 +332,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (default 5)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for the CPU cases (default: torch's)")
     parser.add_argument("--cpu-only", action="store_true", help="skip the CUDA cases even when a GPU is present")
+    parser.add_argument("--summary-only", action="store_true", help="only regenerate the .md summary from the CSV")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV to merge into (default {DEFAULT_OUT})")
     return parser.parse_args(argv)
 
@@ -302,6 +341,9 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     args = parse_args(argv)
+    if args.summary_only:
+        print(f"wrote {write_summary(args.out)}")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     provenance = collect()
@@ -321,6 +363,7 @@ def main(argv=None) -> int:
     add_ratios(rows)
     write_rows(args.out, rows)
     print_summary(rows, args.out)
+    print(f"wrote {write_summary(args.out)}")
     return 0
 
 
