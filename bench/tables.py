@@ -238,7 +238,7 @@ def cost_table(runs: list[dict[str, Any]]) -> Table:
                        human_count(totals[-1]) if totals else "–", str(len(done)),
                        *(_num(v) if v is not None else "–" for v in stats),
                        _num(max(peaks), 0) if peaks else "–", _num(_median(rates)) if rates else "–"])  # fmt: skip
-    table.notes.append("Peak MB: CUDA peak allocated on GPU, peak resident set size of the process on CPU "
+    table.notes.append("Peak MB: CUDA peak allocated on GPU; on CPU the peak rise of the process's resident set size during the run "
                        "(as run_experiment reports it). Wall s includes model loading and cached-stage lookups.")  # fmt: skip
     return table
 
