@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     profile = prof.load_profile(args.profile)
     data_dir = _data_dir(args.data_dir)
     output = args.output or Path("results") / profile.name
+    if args.tasks:
+        from hybridft.tasks import task_names
+
+        unknown = sorted(set(args.tasks) - set(task_names()))
+        if unknown:
+            sys.exit(f"--tasks: unknown {unknown}; known tasks: {', '.join(task_names())}")
     specs = prof.build_matrix(profile, tasks=args.tasks, methods=args.methods, seeds=args.seeds, data_dir=data_dir)
     shard = prof.parse_shard(args.shard) if args.shard else None
     if shard:

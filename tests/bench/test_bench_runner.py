@@ -156,3 +156,9 @@ def test_bench_under_torchrun_refuses(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit, match="--launcher"):
         cli.main(["--profile", "smoke", "--list"])
+
+
+def test_unknown_task_is_named_before_anything_runs(tmp_path):
+    with pytest.raises(SystemExit, match=r"--tasks: unknown \['sst3'\]; known tasks: cola"):
+        cli.main(["--profile", "smoke", "--tasks", "sst3", "--output", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
