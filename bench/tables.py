@@ -34,6 +34,8 @@ TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B",
                "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD", "squad_v2": "SQuAD v2",
                "squad_devsplit": "SQuAD-devsplit", "conll2003": "CoNLL-2003"}  # fmt: skip
 METHOD_ORDER = ("plain", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft", "kd_pre", "kd_fine")
+METRIC_LABELS = {"matthews_correlation": "Mcc", "accuracy": "Acc", "pearson": "Pearson", "spearmanr": "Spearman",
+                 "f1": "F1", "exact_match": "EM", "overall_f1": "F1", "exact": "EM"}  # fmt: skip
 PERCENT_METRIC_MODULES = ("squad",)  # these report percentages already; every other headline is a fraction
 OFFLINE_NOTES = {
     "squad_devsplit": "squad_devsplit is not official SQuAD v1.1: the v1.1 dev articles are split by title into a "
@@ -132,7 +134,7 @@ def headline_names(runs: list[dict[str, Any]]) -> dict[str, str]:
     for r in runs:
         if r.get("headline_metric"):
             names.setdefault(r["task"], set()).add(r["headline_metric"])
-    return {t: "/".join(sorted(n)) for t, n in names.items()}
+    return {t: "/".join(sorted(METRIC_LABELS.get(x, x) for x in n)) for t, n in names.items()}
 
 
 def trainable_text(runs: list[dict[str, Any]], model: str, method: str) -> str:

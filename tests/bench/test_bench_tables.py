@@ -35,8 +35,8 @@ def _md_rows(text: str, title: str) -> list[list[str]]:
 def test_main_table_mean_std_average_and_best():
     md = tables.render(_rows())["table.md"]
     header, plain, lora = _md_rows(md, "Headline metric (%), mean ± std over seeds")
-    assert header == ["Model", "Method", "# Trainable", "CoLA (matthews_correlation)", "RTE (accuracy)",
-                      "SQuAD-devsplit (f1)", "Avg."]  # fmt: skip
+    assert header == ["Model", "Method", "# Trainable", "CoLA (Mcc)", "RTE (Acc)", "SQuAD-devsplit (F1)",
+                      "Avg."]  # fmt: skip
     sd = statistics.stdev
     assert plain == ["minilm", "plain", "22.7M", f"**42.0 ± {sd([40, 44]):.1f}**", f"61.0 ± {sd([60, 62]):.1f}",
                      f"**56.2 ± {sd([55, 57.5]):.1f}**", f"{(42 + 61 + 56.25) / 3:.1f}"]  # fmt: skip
