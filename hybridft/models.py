@@ -8,6 +8,8 @@ weights (a random encoder for "tiny-bert", a random task head on the pretrained 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 TINY_BERT = "tiny-bert"
@@ -56,11 +58,18 @@ def _tiny_bert_config(task):
     return BertConfig(vocab_size=vocab_size, **TINY_BERT_CONFIG, **task.model_kwargs())
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Draw from torch's CPU generator seeded with ``seed``, leaving the global state as it was afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_model(model: str, task, seed: int) -> torch.nn.Module:
     """A fresh model for ``task`` from spec ``model``; weights drawn from ``seed`` (random parts only)."""
     model_cls = task.model_class()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if model == TINY_BERT:
             return model_cls.from_config(_tiny_bert_config(task))
         return model_cls.from_pretrained(model_path(model), **task.model_kwargs())

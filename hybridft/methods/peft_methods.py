@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hybridft.methods import register
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
 from hybridft.methods.plain import train_whole_model
-from hybridft.models import head_module_names, head_parameter_names
+from hybridft.models import head_module_names, head_parameter_names, seeded
 
 ADAPTER_ARCHITECTURES = ("seq_bn", "double_seq_bn")
 
@@ -49,7 +49,8 @@ class Adapter(Method):
         head = set(head_parameter_names(model))
         adapters.init(model)
         adapter_config = adapters.AdapterConfig.load(config.architecture, reduction_factor=config.reduction_factor)
-        model.add_adapter(ctx.task.name, config=adapter_config, set_active=True)
+        with seeded(ctx.run.seed):  # the adapter weights' initialisation
+            model.add_adapter(ctx.task.name, config=adapter_config, set_active=True)
         model.train_adapter(ctx.task.name)  # freezes every other weight, the head included
         for name, param in model.named_parameters():
             if name in head:
@@ -106,4 +107,6 @@ class Lora(Method):
             target_modules=list(config.target_modules),
             modules_to_save=head_module_names(model),
         )
-        return train_whole_model(ctx, get_peft_model(model, peft_config), config, self.name)
+        with seeded(ctx.run.seed):  # LoRA's A matrices are drawn at wrapping time
+            model = get_peft_model(model, peft_config)
+        return train_whole_model(ctx, model, config, self.name)

@@ -110,6 +110,23 @@ def test_regression_loss_without_teachers_is_the_models_mse(seed):
     assert loss_for("regression") is regression_kd_loss and loss_for("token") is not regression_kd_loss
 
 
+def test_output_mix_model_mixes_every_logit_field(seed):
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from hybridft.distill import OutputMixModel
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    student, teacher = BertForQuestionAnswering(config).eval(), BertForQuestionAnswering(config).eval()
+    mixed = OutputMixModel(student, teacher, 0.3).eval()
+    inputs = {"input_ids": torch.randint(0, 50, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+    with torch.no_grad():
+        out, s, t = mixed(**inputs), student(**inputs), teacher(**inputs)
+    for field in ("start_logits", "end_logits"):
+        torch.testing.assert_close(out[field], 0.3 * t[field] + 0.7 * s[field])
+    assert not any(p.requires_grad for p in mixed.teacher.parameters())
+    assert all(p.requires_grad for p in mixed.student.parameters())
+
+
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="no distillation rows for task kind 'ranking'"):
         rows_for("ranking")

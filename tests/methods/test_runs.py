@@ -118,3 +118,33 @@ def test_diverged_run_is_reported(data_dir, tmp_path):
     cfg = tiny_run("sst2", "plain", data_dir, learning_rate=1e30, method_args=(("warmup_ratio", 0.0),))
     result = run_experiment(cfg, work_dir=tmp_path / "w", cache_dir=tmp_path / "c", progress=False)
     assert result["status"] == "diverged"
+
+
+def test_unlabelled_split_joins_the_distillation_data_without_labels(make_context):
+    from hybridft.methods.hybrid import distill_features
+
+    ctx, _ = make_context("sst2", "hybrid")
+    method = get_method("hybrid")
+    config = method.make_config({"unlabeled_split": "test", "unlabeled_size": 8})
+    features = distill_features(ctx, config)
+    n = len(ctx.train_features)
+    assert len(features) == n + 8
+    assert features["kd_index"] == list(range(n + 8))
+    assert all(label == -100 for label in features["labels"][n:])
+    assert features["labels"][:n] == ctx.train_features["labels"]
+    trained = method.train(ctx, config)
+    assert trained.fits[-1].samples == n + 8 and not trained.diverged
+    with pytest.raises(ValueError, match="must not be the evaluation split 'validation'"):
+        distill_features(ctx, method.make_config({"unlabeled_split": "validation"}))
+
+
+@pytest.mark.parametrize("method", ["plain", "lora", "adapter"])
+def test_training_is_deterministic_for_a_seed(make_context, method):
+    states = []
+    for _ in range(2):
+        ctx, _ = make_context("conll2003", method, epochs=0.5)
+        impl = get_method(method)
+        states.append(impl.train(ctx, impl.make_config()).model.state_dict())
+    assert states[0].keys() == states[1].keys()
+    for name, value in states[0].items():
+        assert torch.equal(value, states[1][name]), name
