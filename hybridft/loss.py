@@ -94,11 +94,14 @@ def hybrid_kd_loss(
     lead_shape = student_logits.shape[:-1]
     num_classes = student_logits.shape[-1]
     flat_labels = _check_labels(labels, student_logits, ignore_index)
-    student, pre, fine = (x.reshape(-1, num_classes) for x in (student_logits, pre_logits, fine_logits))
+    student = student_logits.reshape(-1, num_classes)
+    # Teachers are constants of this loss: detached, they get no gradient, and a loss whose student needs none
+    # does not require grad either, whatever the teachers say.
+    pre, fine = (x.detach().reshape(-1, num_classes) for x in (pre_logits, fine_logits))
 
     name = _resolve_backend(backend, student)
     if name == "reference":
-        loss = reference_loss(student, pre.detach(), fine.detach(), flat_labels, params)
+        loss = reference_loss(student, pre, fine, flat_labels, params)
     elif name == "torch":
         loss = _TorchHybridKD.apply(student, pre, fine, flat_labels, params)
     else:

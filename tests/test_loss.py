@@ -190,6 +190,8 @@ def test_only_student_gets_gradient(seed, backend):
     student, pre, fine = (x.clone().requires_grad_(True) for x in (s, p, f))
     hybrid_kd_loss(student, pre, fine, labels, alpha=0.3, backend=backend).backward()
     assert student.grad is not None and pre.grad is None and fine.grad is None
+    frozen = hybrid_kd_loss(s, pre, fine, labels, alpha=0.3, backend=backend)  # teachers alone never need grad
+    assert not frozen.requires_grad
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
