@@ -36,11 +36,12 @@ from hybridft.loss import LossParams, scale_grad
 
 # Blend modes: which inputs m reads. α = 0 and α = 1 read one input only, so 0·(−inf) can never appear.
 BLEND_STUDENT, BLEND_PRE, BLEND_MIX = 0, 1, 2
-# Column block: a power of two ≤ 4096. Every block holds ~10 live fp32 vectors per lane (three inputs, m, b, the
-# teachers' a, exps), so 4096 columns over 16 warps is 8 elements per thread per vector: no register spills on H100
-# (a whole 128k row, as Liger's JSD loads, would spill and collapse), and long enough to stream at full bandwidth.
-MAX_BLOCK_SIZE = 4096
-_NEG_BIG = -3.4028234663852886e38  # −FLT_MAX: finite start for running maxima (see module docstring)
+# Column block: a power of two ≤ 2048, one warp per 256 columns. Compiled for sm_90 (H100) with ptxas and read back
+# with cuobjdump (tests/kernels/test_hybrid_kd.py keeps checking it): 2048 columns over 8 warps take 64 registers
+# per thread and no local memory, so 4 programs (rows) fit on an SM, 48 KB of loads in flight; 4096 over 16 warps
+# needs 79 registers (1 program per SM), 8192 needs 122. A whole 128k row in registers, as Liger's JSD loads it,
+# would spill and collapse. Not yet timed on a GPU: this session had none.
+MAX_BLOCK_SIZE = 2048
 
 
 @triton.jit
@@ -146,11 +147,13 @@ def _hybrid_kd_kernel(
                 student_row_ptr + safe
             ).to(tl.float32)
 
-    # ---- pass 1: online statistics, all in fp32
-    b_max, b_sum = _NEG_BIG, 0.0  # b = m/T (also the CE softmax when T = 1)
-    c_max, c_sum = _NEG_BIG, 0.0  # m itself, for CE when T ≠ 1
-    p_max, p_sum, p_acc = _NEG_BIG, 0.0, 0.0  # pre/T
-    f_max, f_sum, f_acc = _NEG_BIG, 0.0, 0.0  # fine/T
+    # ---- pass 1: online statistics, all in fp32. Running maxima start at −FLT_MAX, not −inf (module docstring);
+    # a literal here, since a module-level float is not readable from a CUDA-compiled kernel.
+    neg_big = -3.4028234663852886e38
+    b_max, b_sum = neg_big, 0.0  # b = m/T (also the CE softmax when T = 1)
+    c_max, c_sum = neg_big, 0.0  # m itself, for CE when T ≠ 1
+    p_max, p_sum, p_acc = neg_big, 0.0, 0.0  # pre/T
+    f_max, f_sum, f_acc = neg_big, 0.0, 0.0  # fine/T
     for start in range(0, n_cols, BLOCK_SIZE):
         cols = start + offsets
         mask = cols < n_cols
@@ -223,8 +226,8 @@ def _hybrid_kd_kernel(
 
 
 def _launch_config(n_cols: int, block_size: int | None) -> tuple[int, int]:
-    """(BLOCK_SIZE, num_warps): the whole row in one block up to 4096 columns, else 4096-column blocks; one warp
-    per 256 columns (4–16 warps), so each thread keeps a few elements of every vector in registers."""
+    """(BLOCK_SIZE, num_warps): the whole row in one block up to MAX_BLOCK_SIZE columns, else blocks of that size;
+    one warp per 256 columns (4–16 warps), so each thread keeps 8 elements of every vector in registers."""
     if block_size is None:
         block_size = min(MAX_BLOCK_SIZE, triton.next_power_of_2(max(n_cols, 1)))
     elif block_size < 16 or block_size & (block_size - 1):
@@ -296,6 +299,7 @@ def _launch(student, pre, fine, labels, grad, loss_rows, scales, params, blend_m
         BLEND=blend_mode, HAS_CE=has_ce, HAS_PRE_KD=params.beta > 0, HAS_FINE_KD=params.gamma > 0,
         T_IS_ONE=params.temperature == 1.0, NEED_GRAD=grad is not None,
         BLOCK_SIZE=block, num_warps=num_warps,
+        enable_fp_fusion=True,  # FMA contraction, said explicitly (Triton 3.9 warns when it is left to the default)
     )  # fmt: skip
 
 
