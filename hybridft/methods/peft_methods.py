@@ -7,6 +7,7 @@ must learn (AdapterHub's ``train_adapter`` freezes it, so it is switched back on
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from hybridft.methods import register
@@ -49,8 +50,16 @@ class Adapter(Method):
         head = set(head_parameter_names(model))
         adapters.init(model)
         adapter_config = adapters.AdapterConfig.load(config.architecture, reduction_factor=config.reduction_factor)
-        with seeded(ctx.run.seed):  # the adapter weights' initialisation
-            model.add_adapter(ctx.task.name, config=adapter_config, set_active=True)
+        # add_adapter runs an empty forward context before the new adapter is active, and AdapterHub then logs
+        # "adapters available but none are activated" although the adapter is active for every real forward pass.
+        adapters_logger = logging.getLogger("adapters.model_mixin")
+        level = adapters_logger.level
+        adapters_logger.setLevel(logging.ERROR)
+        try:
+            with seeded(ctx.run.seed):  # the adapter weights' initialisation
+                model.add_adapter(ctx.task.name, config=adapter_config, set_active=True)
+        finally:
+            adapters_logger.setLevel(level)
         model.train_adapter(ctx.task.name)  # freezes every other weight, the head included
         for name, param in model.named_parameters():
             if name in head:
