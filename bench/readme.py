@@ -1,0 +1,76 @@
+"""Splice a results folder's generated table.md into README.md: `python -m bench.readme results/quick [--check]`.
+
+README numbers are never typed by hand: the block between ``<!-- results:DIR:start -->`` and
+``<!-- results:DIR:end -->`` is the protocol header, the headline table and the cost table of DIR/table.md (itself
+generated from runs.jsonl by bench.tables), plus the summed wall time of the runs. ``--check`` exits 1 when the
+README block is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import records as rec
+
+SECTIONS = ("### Headline metric", "### Cost per run")  # the parts of table.md the README shows
+
+
+def _sections(table_md: str) -> list[str]:
+    """The header bullets and the wanted '### ' sections of table.md, in file order."""
+    header, *parts = table_md.split("\n### ")
+    bullets = [line for line in header.splitlines() if line.startswith("- ")]
+    chosen = ["\n".join(bullets)]
+    chosen += ["### " + part.strip() for part in parts if ("### " + part).startswith(SECTIONS)]
+    return chosen
+
+
+def block(directory: Path) -> str:
+    """The README block for a results folder (markers included)."""
+    table_md = (directory / "table.md").read_text(encoding="utf-8")
+    runs = rec.load_records(directory)
+    wall = sum(float(r.get("wall_time_s") or 0.0) for r in runs)
+    name = directory.as_posix()
+    body = "\n\n".join(
+        [
+            *_sections(table_md),
+            f"Wall time of the {len(runs)} runs (sum of each run's `wall_time_s` in `{name}/runs.jsonl`): "
+            f"{wall / 60:.1f} min. Per-seed scores, the α-sweep table and the plots are in `{name}/`.",
+        ]
+    )
+    return f"<!-- results:{name}:start -->\n{body}\n<!-- results:{name}:end -->"
+
+
+def splice(readme: str, directory: Path) -> str:
+    """README text with the block for ``directory`` replaced; ValueError if its markers are missing."""
+    name = directory.as_posix()
+    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+    if start not in readme or end not in readme:
+        raise ValueError(f"README has no '{start}' … '{end}' markers")
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + block(directory) + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.readme", description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path, help="results folder with table.md and runs*.jsonl")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"), help="file to update (default README.md)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README block is stale; write nothing")
+    args = parser.parse_args(argv)
+    current = args.readme.read_text(encoding="utf-8")
+    updated = splice(current, args.directory)
+    if args.check:
+        if updated != current:
+            print(f"{args.readme} is stale: run `python -m bench.readme {args.directory.as_posix()}`")
+            return 1
+        print(f"{args.readme} is up to date with {args.directory.as_posix()}")
+        return 0
+    args.readme.write_text(updated, encoding="utf-8")
+    print(f"updated {args.readme} from {args.directory.as_posix()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
