@@ -183,41 +183,23 @@ class SquadDevsplitTask(QATask):
         return source.select([i for i, title in enumerate(source["title"]) if title in keep])
 
 
-SQUAD = QATask(
-    name="squad",
+# What every SQuAD-style task shares: start/end logits per position, the squad metric (already 0-100), F1 headline.
+_SQUAD_COMMON = dict(
     kind="qa",
     num_labels=2,
     label_names=("start", "end"),
-    hub_id="rajpurkar/squad",
     hub_config=None,
-    local_dir="squad",
     headline="f1",
     metric_name="squad",
     metric_scale=1.0,
 )
-SQUAD_DEVSPLIT = SquadDevsplitTask(
-    name="squad_devsplit",
-    kind="qa",
-    num_labels=2,
-    label_names=("start", "end"),
-    hub_id="rajpurkar/squad",
-    hub_config=None,
-    local_dir="squad",
-    headline="f1",
-    metric_name="squad",
-    metric_scale=1.0,
-)
+SQUAD = QATask(name="squad", hub_id="rajpurkar/squad", local_dir="squad", **_SQUAD_COMMON)
+SQUAD_DEVSPLIT = SquadDevsplitTask(name="squad_devsplit", hub_id="rajpurkar/squad", local_dir="squad", **_SQUAD_COMMON)
 SQUAD_V2 = QATask(
     name="squad_v2",
-    kind="qa",
-    num_labels=2,
-    label_names=("start", "end"),
     hub_id="rajpurkar/squad_v2",
-    hub_config=None,
     local_dir="squad_v2",
-    headline="f1",
-    metric_name="squad",
     metric_config="squad_v2",
-    metric_scale=1.0,
     with_null=True,
+    **_SQUAD_COMMON,
 )
