@@ -356,6 +356,43 @@ def make_distill_trainer():
     return DistillTrainer
 
 
+def fit_distillation(
+    student,
+    features,
+    collator,
+    spec,
+    *,
+    kind: str,
+    pre_logits,
+    fine_logits,
+    loss_kwargs,
+    output_dir,
+    progress,
+    **fit_kwargs,
+):
+    """The distillation stage: train ``student`` on ``features`` (which carry `INDEX_COLUMN`) against cached teacher
+    logits with the head kind's rows and loss. ``collator`` is the task's own; ``fit_kwargs`` go to `training.fit`
+    (callbacks, args_overrides). The hybrid methods, the epoch-ratio benchmark and the tests all train through this,
+    so they measure and check the same wiring."""
+    from hybridft.training import fit
+
+    return fit(
+        student,
+        features,
+        IndexedCollator(collator),
+        spec,
+        output_dir=output_dir,
+        progress=progress,
+        trainer_cls=make_distill_trainer(),
+        pre_logits=pre_logits,
+        fine_logits=fine_logits,
+        rows=rows_for(kind),
+        loss_fn=loss_for(kind),
+        loss_kwargs=loss_kwargs,
+        **fit_kwargs,
+    )
+
+
 class OutputMixModel(torch.nn.Module):
     """Inference of the output-space mix: m = α·teacher(x) + (1−α)·student(x) on every logit field.
 

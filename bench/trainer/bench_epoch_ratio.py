@@ -44,10 +44,8 @@ def setup(config: EpochRatioConfig):
     Each fn trains a fresh copy of the start model for one epoch and returns its `FitResult`.
     """
     from hybridft.distill import (
-        IndexedCollator,
         cached_teacher_logits,
-        loss_for,
-        make_distill_trainer,
+        fit_distillation,
         rows_for,
         with_index,
     )
@@ -92,19 +90,17 @@ def setup(config: EpochRatioConfig):
         return fit(copy.deepcopy(start), data.train_features, collator, spec, output_dir=work, progress=False)
 
     def distill():
-        return fit(
+        return fit_distillation(
             copy.deepcopy(start),
             features,
-            IndexedCollator(collator),
+            collator,
             spec,
-            output_dir=work,
-            progress=False,
-            trainer_cls=make_distill_trainer(),
+            kind=task.kind,
             pre_logits=teachers[0],
             fine_logits=teachers[1],
-            rows=rows,
-            loss_fn=loss_for(task.kind),
             loss_kwargs={"alpha": 0.0, "beta": 1.0, "gamma": 1.0, "temperature": 2.0, "ce_weight": 1.0},
+            output_dir=work,
+            progress=False,
         )
 
     return {"plain": plain, "distill": distill}, len(features)

@@ -19,8 +19,7 @@ from typing import ClassVar
 from hybridft.distill import (
     OutputMixModel,
     cached_teacher_logits,
-    loss_for,
-    make_distill_trainer,
+    fit_distillation,
     rows_for,
     with_index,
 )
@@ -29,7 +28,7 @@ from hybridft.methods import register
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
 from hybridft.models import count_parameters
 from hybridft.stages import StageFields, teachers
-from hybridft.training import FitResult, fit
+from hybridft.training import FitResult
 
 LOSS_BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -168,8 +167,6 @@ class Hybrid(Method):
     output_mix: ClassVar[bool] = False  # True: mix outputs with the frozen θ_pre instead of weights
 
     def train(self, ctx: TrainContext, config: HybridConfig) -> Trained:
-        from hybridft.distill import IndexedCollator
-
         pair = teachers(ctx, config)
         features = distill_features(ctx, config)
         rows = rows_for(ctx.task.kind)
@@ -187,19 +184,17 @@ class Hybrid(Method):
             param.requires_grad_(True)
         spec = ctx.spec(config.learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio)
         loss_kwargs = {"alpha": config.alpha if self.output_mix else 0.0, **config.loss_kwargs()}
-        result = fit(
+        result = fit_distillation(
             student,
             features,
-            IndexedCollator(ctx.collator()),
+            ctx.collator(),
             spec,
-            output_dir=ctx.stage_dir(self.name),
-            progress=ctx.progress,
-            trainer_cls=make_distill_trainer(),
+            kind=ctx.task.kind,
             pre_logits=pre_logits,
             fine_logits=fine_logits,
-            rows=rows,
-            loss_fn=loss_for(ctx.task.kind),
             loss_kwargs=loss_kwargs,
+            output_dir=ctx.stage_dir(self.name),
+            progress=ctx.progress,
         )
         model = self.inference_model(student, pair, config)
         trainable, total = count_parameters(model)  # a frozen teacher used at inference counts in total only

@@ -27,17 +27,15 @@ def _no_dropout(model):
 def run_stage(out: Path, data_dir: str, cache_dir: Path, batch_size: int) -> dict:
     from hybridft.data import subset
     from hybridft.distill import (
-        IndexedCollator,
         cached_teacher_logits,
-        loss_for,
-        make_distill_trainer,
+        fit_distillation,
         rows_for,
         with_index,
     )
     from hybridft.interpolate import interpolate_models
     from hybridft.models import build_model, load_tokenizer
     from hybridft.tasks import get_task
-    from hybridft.training import TrainSpec, fit
+    from hybridft.training import TrainSpec
 
     task, tokenizer = get_task("sst2"), load_tokenizer("tiny-bert")
     raw, _ = subset(task.load("train", data_dir), TRAIN_SIZE, 0, task="sst2", split="train")
@@ -52,19 +50,17 @@ def run_stage(out: Path, data_dir: str, cache_dir: Path, batch_size: int) -> dic
     ]
     student = _no_dropout(interpolate_models(pre, fine, 0.5))
     spec = TrainSpec(learning_rate=0.05, epochs=EPOCHS, batch_size=batch_size, seed=7)
-    result = fit(
+    result = fit_distillation(
         student,
         features,
-        IndexedCollator(collator),
+        collator,
         spec,
-        output_dir=out.parent / "trainer",
-        progress=False,
-        trainer_cls=make_distill_trainer(),
+        kind=task.kind,
         pre_logits=teachers[0],
         fine_logits=teachers[1],
-        rows=rows,
-        loss_fn=loss_for(task.kind),
         loss_kwargs={"alpha": 0.0, "beta": 0.5, "gamma": 1.0, "temperature": 2.0, "ce_weight": 1.0},
+        output_dir=out.parent / "trainer",
+        progress=False,
         args_overrides={"logging_steps": 1, "optim": "sgd"},
     )
     summary = {"loss": result.training_loss}

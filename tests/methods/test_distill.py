@@ -9,13 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from hybridft.distill import (
-    IndexedCollator,
     SpanRows,
     TeacherLogits,
     TokenRows,
     cached_teacher_logits,
+    fit_distillation,
     loss_for,
-    make_distill_trainer,
     regression_kd_loss,
     rows_for,
     teacher_forward_passes,
@@ -133,20 +132,17 @@ def test_unknown_kind_is_rejected():
 
 
 def _distill_fit(ctx, model, features, spec, teacher, loss_kwargs, callbacks=(), args_overrides=None):
-    rows = rows_for(ctx.task.kind)
-    return fit(
+    return fit_distillation(
         model,
         features,
-        IndexedCollator(ctx.collator()),
+        ctx.collator(),
         spec,
-        output_dir=ctx.work_dir / "distill",
-        progress=False,
-        trainer_cls=make_distill_trainer(),
+        kind=ctx.task.kind,
         pre_logits=teacher,
         fine_logits=teacher,
-        rows=rows,
-        loss_fn=loss_for(ctx.task.kind),
         loss_kwargs=loss_kwargs,
+        output_dir=ctx.work_dir / "distill",
+        progress=False,
         callbacks=callbacks,
         args_overrides=args_overrides,
     )
