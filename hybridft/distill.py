@@ -3,8 +3,10 @@
 Rows. `hybrid_kd_loss` takes (rows, classes) logits, so each head kind turns model outputs into rows:
 
 - sequence classification: one row per example (C = num_labels), label = the class;
-- token classification: one row per real token (rows where attention_mask == 0 are dropped); label -100 on special
-  tokens and non-first subwords stays as ignore_index (no CE) but the row still gets the KD terms;
+- token classification: one row per word, at its first subword (the features' ``kd_mask`` column, built from the
+  tokenizer's word ids at preprocessing); special tokens, later subwords and padding get no row, since no label or
+  score reads them. Label = the word's tag. The mask column travels with the batch (`TokenRows.collator` pads it)
+  and is taken out before the forward, so teacher and student rows are the same positions;
 - QA: start and end logits are two row sets, each row one window over its positions (C = padded length), padding
   positions at −inf in student and teachers alike; label = the start / end position;
 - regression (STS-B, one output): a softmax over one column is constant, so CE/KL mean nothing. The regression loss
@@ -76,16 +78,52 @@ class RegressionRows(SequenceRows):
 
 
 class TokenRows:
-    """One row per real token: logits[attention_mask == 1], (N, C)."""
+    """One row per word: logits[kd_mask & attention_mask], (N, C), where ``kd_mask`` marks each word's first subword.
+
+    ``kd_mask`` is a feature column (`hybridft.tasks.conll`), computed from the word ids and not from the labels, so
+    unlabelled features (every label -100) still distil on their first subwords. It is in ``extra_columns``: the
+    distillation keeps it through the Trainer's column filter, pads it with `collator` and takes it out of the batch
+    before the forward; the task's own collator drops it, so plain training and prediction never see it.
+    """
 
     label_columns = ("labels",)
+    mask_column = "kd_mask"
+    extra_columns = (mask_column,)
+
+    class Collator:
+        """Wraps a task collator: takes the mask column out before padding and returns it padded with 0."""
+
+        def __init__(self, inner, column: str):
+            self.inner, self.column = inner, column
+
+        def __call__(self, features: list[dict]) -> dict:
+            if any(self.column not in f for f in features):
+                raise KeyError(f"token distillation needs the {self.column!r} column; preprocess with TokenTask")
+            masks = [torch.as_tensor(f[self.column], dtype=torch.long) for f in features]
+            batch = self.inner([{k: v for k, v in f.items() if k != self.column} for f in features])
+            width = batch["input_ids"].shape[1]
+            if any(m.numel() > width for m in masks):
+                raise ValueError(f"{self.column!r} is longer than the padded input_ids ({width})")
+            padded = torch.zeros(len(masks), width, dtype=torch.long)
+            for row, mask in zip(padded, masks, strict=True):
+                row[: mask.numel()] = mask
+            batch[self.column] = padded
+            return batch
+
+    def collator(self, inner):
+        return self.Collator(inner, self.mask_column)
+
+    def mask(self, batch) -> torch.Tensor:
+        if self.mask_column not in batch:
+            raise KeyError(f"token rows need the {self.mask_column!r} column in the batch (see TokenRows.collator)")
+        return batch[self.mask_column].bool() & batch["attention_mask"].bool()
 
     def output_rows(self, outputs, batch):
-        mask = batch["attention_mask"].bool()
+        mask = self.mask(batch)
         return outputs.logits[mask], mask.sum(dim=1).cpu()
 
     def loss_rows(self, outputs, batch, targets, pre_rows, fine_rows):
-        mask = batch["attention_mask"].bool()
+        mask = self.mask(batch)
         labels = targets.get("labels")
         return outputs.logits[mask], pre_rows, fine_rows, None if labels is None else labels[mask].long()
 
@@ -237,9 +275,11 @@ def compute_teacher_logits(model, features, collator, rows, *, batch_size: int, 
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    extras = getattr(rows, "extra_columns", ())
     inputs = features.select_columns(
-        [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in features.column_names]
+        [c for c in ("input_ids", "attention_mask", "token_type_ids", *extras) if c in features.column_names]
     )
+    collator = rows.collator(collator) if extras else collator
     loader = DataLoader(inputs, batch_size=batch_size, shuffle=False, collate_fn=collator)
     device = _model_device(model)
     was_training = model.training
@@ -249,7 +289,8 @@ def compute_teacher_logits(model, features, collator, rows, *, batch_size: int, 
         for batch in tqdm(loader, desc="teacher logits", disable=not progress):
             batch = {k: v.to(device) for k, v in batch.items()}
             _COUNTS["teacher_forward_passes"] += 1
-            batch_rows, batch_lengths = rows.output_rows(model(**batch), batch)
+            outputs = model(**{k: v for k, v in batch.items() if k not in extras})
+            batch_rows, batch_lengths = rows.output_rows(outputs, batch)
             values.append(batch_rows.float().cpu())
             lengths.append(batch_lengths.cpu())
     model.train(was_training)
@@ -262,9 +303,10 @@ def cached_teacher_logits(
     model, features, collator, rows, *, cache_dir: Path, key_data: dict, batch_size: int, progress: bool
 ) -> tuple[TeacherLogits, float]:
     """Teacher rows from ``cache_dir/teacher_logits/`` or computed and stored; also the compute time recorded."""
+    extras = getattr(rows, "extra_columns", ())
     key_data = {
         "weights": weights_hash(model),
-        "features": features_hash(features),
+        "features": features_hash(features, ("input_ids", "attention_mask", "token_type_ids", *extras)),
         "rows": type(rows).__name__,
         **key_data,
     }
@@ -334,8 +376,9 @@ def make_distill_trainer():
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
-            if INDEX_COLUMN not in self._signature_columns:
-                self._signature_columns.append(INDEX_COLUMN)
+            for column in (INDEX_COLUMN, *getattr(self.rows, "extra_columns", ())):
+                if column not in self._signature_columns:
+                    self._signature_columns.append(column)
 
         def _teacher_rows(self, index, device, dtype):
             if self.pre_logits.values.device != device:
@@ -345,11 +388,12 @@ def make_distill_trainer():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
             index = inputs.pop(INDEX_COLUMN)
+            extras = {name: inputs.pop(name) for name in getattr(self.rows, "extra_columns", ()) if name in inputs}
             targets = {name: inputs.pop(name) for name in self.rows.label_columns if name in inputs}
             outputs = model(**inputs)
             logits = outputs.logits if hasattr(outputs, "logits") and outputs.logits is not None else outputs[0]
             pre, fine = self._teacher_rows(index, logits.device, logits.dtype)
-            student, pre, fine, labels = self.rows.loss_rows(outputs, inputs, targets, pre, fine)
+            student, pre, fine, labels = self.rows.loss_rows(outputs, {**inputs, **extras}, targets, pre, fine)
             loss = self.loss_fn(student, pre, fine, labels, ignore_index=IGNORE_INDEX, **self.loss_kwargs)
             return (loss, outputs) if return_outputs else loss
 
@@ -376,17 +420,18 @@ def fit_distillation(
     so they measure and check the same wiring."""
     from hybridft.training import fit
 
+    rows = rows_for(kind)
     return fit(
         student,
         features,
-        IndexedCollator(collator),
+        IndexedCollator(rows.collator(collator) if getattr(rows, "extra_columns", ()) else collator),
         spec,
         output_dir=output_dir,
         progress=progress,
         trainer_cls=make_distill_trainer(),
         pre_logits=pre_logits,
         fine_logits=fine_logits,
-        rows=rows_for(kind),
+        rows=rows,
         loss_fn=loss_for(kind),
         loss_kwargs=loss_kwargs,
         **fit_kwargs,

@@ -1,10 +1,13 @@
 """CoNLL-2003 English NER (hub ``eriktks/conll2003``): word-level IOB2 tags, first-subword labelling.
 
 Training labels sit on the first subword of each word; every other position (special tokens, later subwords) is
--100. Evaluation maps the first-subword predictions back to one tag per word. A word cut off by ``max_length``
-gets the prediction "O", and the references are always the full sentence's gold tags, so truncation costs
-recall instead of silently shrinking the test set. Scoring: entity-level precision / recall / F1 with seqeval's
-default mode, which reproduces conlleval (the official CoNLL-2003 scorer).
+-100. The features also carry ``kd_mask``: 1 on each word's first subword, 0 elsewhere, computed from the word ids
+rather than the labels, so that unlabelled features (every label -100) keep it. Distillation makes one row per word
+from it (`hybridft.distill.TokenRows`); the task's collator drops it, so models never see it. Evaluation maps the
+first-subword predictions back to one tag per word. A word cut off by ``max_length`` gets the prediction "O", and
+the references are always the full sentence's gold tags, so truncation costs recall instead of silently shrinking
+the test set. Scoring: entity-level precision / recall / F1 with seqeval's default mode, which reproduces conlleval
+(the official CoNLL-2003 scorer).
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 NER_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+KD_MASK_COLUMN = "kd_mask"  # = hybridft.distill.TokenRows.mask_column
+
+
+def first_subword_mask(word_ids: list[int | None]) -> list[int]:
+    """1 on the first subword of each word, 0 on special tokens and on the word's other subwords."""
+    mask, previous = [], None
+    for word in word_ids:
+        mask.append(int(word is not None and word != previous))
+        previous = word
+    return mask
 
 
 def first_subword_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:
@@ -53,7 +66,7 @@ class TokenTask(Task):
     def preprocess(
         self, dataset: Dataset, tokenizer, *, max_length: int = 128, train: bool, stride: int = 64
     ) -> Dataset:
-        """Tokenize the words; label first subwords; keep ``word_ids`` for evaluation."""
+        """Tokenize the words; label first subwords and mark them in ``kd_mask``; keep ``word_ids`` for evaluation."""
         check_tokenizer(tokenizer, self.name)
         check_max_length(max_length, self.name)
 
@@ -63,6 +76,7 @@ class TokenTask(Task):
             encoded["labels"] = [
                 first_subword_labels(ids, tags) for ids, tags in zip(word_ids, batch[self.tags_column], strict=True)
             ]
+            encoded[KD_MASK_COLUMN] = [first_subword_mask(ids) for ids in word_ids]
             if not train:
                 encoded["word_ids"] = word_ids
             return encoded
@@ -72,7 +86,7 @@ class TokenTask(Task):
     def collator(self, tokenizer):
         from transformers import DataCollatorForTokenClassification
 
-        return DropColumnsCollator(DataCollatorForTokenClassification(tokenizer), drop=("word_ids",))
+        return DropColumnsCollator(DataCollatorForTokenClassification(tokenizer), drop=("word_ids", KD_MASK_COLUMN))
 
     def word_tags(self, predictions: Any, features: Dataset, examples: Dataset) -> list[list[str]]:
         """Word-level predicted tag names for every example (features and examples are row-aligned)."""

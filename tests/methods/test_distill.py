@@ -43,22 +43,56 @@ def test_gather_fetches_each_features_rows_in_batch_order(seed):
     assert torch.equal(single.gather(index), single.values[index])
 
 
-def test_token_rows_drop_padding_and_keep_ignored_labels_for_kd(seed):
+def test_token_rows_are_the_first_subwords_only(seed):
+    """Special tokens, later subwords and padding get no row; teacher and student rows are the same positions."""
     lengths, width, classes = [5, 2, 4], 6, 3
     mask = _mask(lengths, width)
+    kd_mask = torch.tensor([[0, 1, 0, 1, 0, 1], [0, 1, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0]])  # row 0: [SEP] at 4
+    kd_mask[0, 5] = 1  # a stray 1 on padding stays out (kd_mask & attention_mask)
+    first = kd_mask.bool() & mask.bool()
     logits = torch.randn(3, width, classes)
-    labels = torch.randint(0, classes, (3, width)).masked_fill(mask == 0, -100)
-    labels[0, 1] = -100  # a non-first subword: no CE, still a KD row
-    teacher = torch.randn(sum(lengths), classes)
+    labels = torch.randint(0, classes, (3, width)).masked_fill(~first, -100)
+    batch = {"attention_mask": mask, "kd_mask": kd_mask}
+    teacher = torch.randn(int(first.sum()), classes)
     rows = TokenRows()
-    stored, stored_lengths = rows.output_rows(_Out(logits=logits), {"attention_mask": mask})
-    assert stored.shape == (11, classes) and stored_lengths.tolist() == lengths
-    student, pre, _, row_labels = rows.loss_rows(
-        _Out(logits=logits), {"attention_mask": mask}, {"labels": labels}, teacher, teacher
-    )
-    assert torch.equal(student, torch.cat([logits[b, :n] for b, n in enumerate(lengths)]))
-    assert torch.equal(row_labels, torch.cat([labels[b, :n] for b, n in enumerate(lengths)]))
-    assert int((row_labels == -100).sum()) == 1 and pre is teacher
+    stored, stored_lengths = rows.output_rows(_Out(logits=logits), batch)
+    assert stored.shape == (5, classes) and stored_lengths.tolist() == [2, 1, 2]
+    assert torch.equal(stored, torch.stack([logits[0, 1], logits[0, 3], logits[1, 1], logits[2, 1], logits[2, 2]]))
+    student, pre, _, row_labels = rows.loss_rows(_Out(logits=logits), batch, {"labels": labels}, teacher, teacher)
+    assert torch.equal(student, stored) and pre is teacher
+    assert torch.equal(row_labels, labels[first]) and bool((row_labels >= 0).all())
+    unlabelled = labels.new_full(labels.shape, -100)  # an unlabelled feature keeps its KD rows
+    _, _, _, none = rows.loss_rows(_Out(logits=logits), batch, {"labels": unlabelled}, teacher, teacher)
+    assert none.shape == (5,) and bool((none == -100).all())
+    with pytest.raises(KeyError, match="kd_mask"):
+        rows.output_rows(_Out(logits=logits), {"attention_mask": mask})
+
+
+def test_token_rows_collator_pads_the_mask_and_hides_it_from_the_task_collator(data_dir):
+    from hybridft.data import subset
+    from hybridft.models import load_tokenizer
+    from hybridft.tasks import get_task
+
+    task, tokenizer = get_task("conll2003"), load_tokenizer("tiny-bert")
+    examples = subset(task.load("train", data_dir), 9, 0, task="conll2003", split="train")[0]
+    features = task.preprocess(examples, tokenizer, max_length=32, train=True)
+    seen = []
+
+    def inner(batch):
+        seen.extend(batch)
+        return task.collator(tokenizer)(batch)
+
+    rows = TokenRows()
+    batch = rows.collator(inner)([features[i] for i in range(9)])
+    assert all("kd_mask" not in f for f in seen)
+    width = batch["input_ids"].shape[1]
+    assert batch["kd_mask"].dtype == torch.long and batch["kd_mask"].shape == (9, width)
+    for i in range(9):
+        mask = features[i]["kd_mask"]
+        assert batch["kd_mask"][i, : len(mask)].tolist() == mask and not batch["kd_mask"][i, len(mask) :].any()
+    assert "kd_mask" not in task.collator(tokenizer)([features[i] for i in range(9)])
+    with pytest.raises(KeyError, match="kd_mask"):
+        rows.collator(inner)([{k: v for k, v in features[0].items() if k != "kd_mask"}])
 
 
 def test_span_rows_are_two_row_sets_with_padding_at_minus_inf(seed):
@@ -285,3 +319,94 @@ def test_teacher_logits_are_computed_once_and_cached(make_context, tmp_path):
     _teacher(ctx, teacher_model, features)  # other weights: a miss
     assert teacher_forward_passes() - before == 2 * batches
     assert not list((tmp_path / "cache" / "teacher_logits").glob("tmp-*"))
+
+
+def _words(features) -> list[int]:
+    return [sum(mask) for mask in features["kd_mask"]]
+
+
+def test_conll_teacher_and_student_rows_are_one_per_word_and_aligned(make_context):
+    """On real CoNLL features: the cached teacher rows are one per (kept) word, and a training batch's student rows
+    are the same positions in the same order, whatever the batch composition and padding."""
+    from hybridft.distill import IndexedCollator
+
+    ctx, _ = make_context("conll2003")
+    features = with_index(ctx.train_features)
+    model = ctx.build_model().eval()
+    teacher = _teacher(ctx, model, features)
+    words = _words(features)
+    assert (teacher.offsets[1:] - teacher.offsets[:-1]).tolist() == words
+    assert teacher.values.shape[0] == sum(words) < sum(len(ids) for ids in features["input_ids"])
+    order = list(reversed(range(len(features))))  # other batches, other padded lengths than the teacher pass
+    batch = IndexedCollator(TokenRows().collator(ctx.collator()))([features[i] for i in order])
+    with torch.no_grad():
+        outputs = model(**{k: v for k, v in batch.items() if k not in ("kd_index", "labels", "kd_mask")})
+    pre = teacher.gather(batch["kd_index"])
+    student, pre, _, labels = TokenRows().loss_rows(outputs, batch, {"labels": batch["labels"]}, pre, pre)
+    assert student.shape == pre.shape == (sum(words), ctx.task.num_labels)
+    torch.testing.assert_close(student, pre, atol=1e-5, rtol=1e-5)  # same model: the rows line up one to one
+    expected = [label for i in order for label in features[i]["labels"] if label != -100]
+    assert labels.tolist() == expected  # the first-subword labels, none ignored
+
+
+def test_conll_distillation_with_unlabelled_features_distils_every_word(make_context, monkeypatch):
+    """Through `fit_distillation` (the Trainer's column filter, the collators, compute_loss): one KD row per word,
+    unlabelled features included (label -100, still distilled), and no model forward ever sees ``kd_mask``."""
+    from datasets import concatenate_datasets
+
+    import hybridft.distill as distill
+
+    ctx, _ = make_context("conll2003")
+    labelled = ctx.train_features.select(range(8))
+    extra = ctx.train_features.select(range(8, 12)).map(TokenRows().unlabelled)
+    features = with_index(concatenate_datasets([labelled, extra.cast(labelled.features)]))
+    assert all(set(labels) == {-100} for labels in features["labels"][8:]) and all(_words(features))
+    calls, real = [], distill.loss_for("token")
+
+    def recording(student, pre, fine, labels, **kwargs):
+        calls.append((student.shape[0], pre.shape[0], fine.shape[0], labels.clone()))
+        return real(student, pre, fine, labels, **kwargs)
+
+    monkeypatch.setattr(distill, "loss_for", lambda kind: recording)
+    student = ctx.build_model()
+    seen_kwargs = set()
+    student.register_forward_pre_hook(lambda module, args, kwargs: seen_kwargs.update(kwargs), with_kwargs=True)
+    teacher = _teacher(ctx, ctx.build_model(), features)
+    spec = TrainSpec(learning_rate=1e-3, epochs=1, batch_size=len(features), seed=2)  # one batch: every feature
+    result = _distill_fit(
+        ctx, student, features, spec, teacher, {"alpha": 0.0, "beta": 1.0, "gamma": 1.0, "temperature": 2.0}
+    )
+    assert result.training_loss > 0 and len(calls) == 1
+    n_student, n_pre, n_fine, labels = calls[0]
+    assert n_student == n_pre == n_fine == sum(_words(features))
+    assert int((labels == -100).sum()) == sum(_words(extra))  # the unlabelled features' words, distilled only
+    assert bool((labels[labels != -100] >= 0).all()) and int((labels != -100).sum()) == sum(_words(labelled))
+    assert "input_ids" in seen_kwargs and "kd_mask" not in seen_kwargs and "kd_index" not in seen_kwargs
+
+
+@pytest.mark.parametrize("remove_unused_columns", [True, False])
+def test_plain_training_and_predict_ignore_the_kd_mask_column(make_context, remove_unused_columns):
+    """Plain `fit` and `predict` on CoNLL features that carry ``kd_mask``: the Trainer's column filter or the task
+    collator keeps it away from the model."""
+    from hybridft.training import predict
+
+    ctx, data = make_context("conll2003")
+    assert "kd_mask" in ctx.train_features.column_names and "kd_mask" in data.eval_features.column_names
+    model = ctx.build_model()
+    spec = TrainSpec(learning_rate=1e-3, epochs=1, batch_size=8, seed=4)
+    overrides = {"remove_unused_columns": remove_unused_columns}
+    result = fit(
+        model,
+        ctx.train_features,
+        ctx.collator(),
+        spec,
+        output_dir=ctx.work_dir / "plain",
+        progress=False,
+        args_overrides=overrides,
+    )
+    assert result.training_loss > 0
+    features = data.eval_features
+    logits = predict(model, features, ctx.collator(), batch_size=16, output_dir=ctx.work_dir / "p", progress=False)
+    assert logits.shape[:1] == (len(features),) and logits.shape[2] == ctx.task.num_labels
+    scores = ctx.task.compute_metrics(logits, features, data.eval_examples)
+    assert 0.0 <= scores["f1"] <= 1.0

@@ -1,4 +1,4 @@
-"""CoNLL-2003 on the real local data: first-subword labels, word reconstruction, word-level scoring."""
+"""CoNLL-2003 on the real local data: first-subword labels and KD mask, word reconstruction, word-level scoring."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from hybridft.data import subset
+from hybridft.distill import TokenRows
 from hybridft.tasks import get_task
-from hybridft.tasks.conll import NER_TAGS, first_subword_labels, word_predictions
+from hybridft.tasks.conll import KD_MASK_COLUMN, NER_TAGS, first_subword_labels, first_subword_mask, word_predictions
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +62,46 @@ def test_words_and_labels_are_reconstructed_from_subwords(conll, tokenizer):
 def test_train_features_have_no_word_ids_and_collator_pads_labels(conll, tokenizer):
     task, examples = conll
     train = task.preprocess(examples, tokenizer, max_length=64, train=True)
-    assert train.column_names == ["input_ids", "token_type_ids", "attention_mask", "labels"]
+    assert train.column_names == ["input_ids", "token_type_ids", "attention_mask", "labels", "kd_mask"]
     evaluation = task.preprocess(examples, tokenizer, max_length=64, train=False)
+    assert evaluation.column_names == [*train.column_names, "word_ids"]
     batch = task.collator(tokenizer)([evaluation[i] for i in range(6)])
-    assert "word_ids" not in batch
+    assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels"}  # no word_ids, no kd_mask
     lengths = [len(evaluation[i]["input_ids"]) for i in range(6)]
     assert batch["labels"].shape == (6, max(lengths))
     for i, length in enumerate(lengths):
         assert batch["labels"][i, :length].tolist() == evaluation[i]["labels"]
         assert (batch["labels"][i, length:] == -100).all()
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_kd_mask_marks_exactly_the_first_subword_of_every_kept_word(conll, tokenizer, train):
+    """One KD position per word whatever its subword count, none on [CLS]/[SEP]; truncated words have none."""
+    task, examples = conll
+    assert TokenRows.mask_column == KD_MASK_COLUMN
+    for max_length in (128, 12):
+        features = task.preprocess(examples, tokenizer, max_length=max_length, train=train)
+        word_ids = [
+            tokenizer(e["tokens"], is_split_into_words=True, truncation=True, max_length=max_length).word_ids()
+            for e in examples
+        ]
+        split_words = truncated = 0
+        for feature, ids, example in zip(features, word_ids, examples, strict=True):
+            mask = feature[KD_MASK_COLUMN]
+            assert len(mask) == len(feature["input_ids"]) == len(ids)
+            assert mask[0] == mask[-1] == 0  # [CLS], [SEP]
+            first = [p for p, w in enumerate(ids) if w is not None and (p == 0 or ids[p - 1] != w)]
+            assert [p for p, m in enumerate(mask) if m] == first
+            kept = {w for w in ids if w is not None}
+            assert sum(mask) == len(kept)  # one position per (non-truncated) word
+            if max_length == 128:
+                assert sum(mask) == len(example["tokens"])  # nothing truncated at 128
+            truncated += len(kept) < len(example["tokens"])
+            split_words += sum(1 for w in kept if ids.count(w) > 1)
+            labelled = [p for p, label in enumerate(feature["labels"]) if label != -100]
+            assert labelled == first  # the labels sit on the same positions
+        assert split_words > 50  # many words have several subwords and still one position
+        assert (truncated > 0) == (max_length == 12)
 
 
 def test_gold_logits_score_perfectly(conll, tokenizer, seed):
@@ -123,6 +155,8 @@ def test_truncated_words_count_as_o_against_the_full_gold(conll, tokenizer, seed
 
 def test_alignment_helpers():
     assert first_subword_labels([None, 0, 0, 1, None], [3, 4]) == [-100, 3, -100, 4, -100]
+    assert first_subword_mask([None, 0, 0, 1, 2, 2, 2, None]) == [0, 1, 0, 1, 1, 0, 0, 0]
+    assert first_subword_mask([None, None]) == [0, 0]
     assert word_predictions(np.array([8, 1, 2, 5, 0]), [None, 0, 0, 1, None], 3) == [1, 5, -1]
 
 
