@@ -1,14 +1,19 @@
 """One run of one method on one task: `RunConfig` → `run_experiment` → a result dict; and the WiSE-FT `alpha_sweep`.
 
-Data: the task's train split subset to ``train_size`` with the run's seed (so methods compared at one seed see the
-same examples) and its main eval split subset to ``eval_size`` with the fixed seed `EVAL_SUBSET_SEED` (so every run
+Data: the task's train split (less the dev split when ``dev_size`` is set) subset to ``train_size`` with the run's
+seed (so methods compared at one seed see the same examples) and its main eval split subset to ``eval_size`` with the fixed seed `EVAL_SUBSET_SEED` (so every run
 is scored on the same examples). Measurements:
 
 - ``train_time_s``: wall time of every training stage of the method, stages loaded from the cache counted at the
   cost recorded when they were computed (a warm cache does not make a method look cheaper).
 - ``train_samples_per_s``: throughput of the method's own (last) training stage.
-- ``peak_memory_mb``: over training and evaluation; on CUDA ``torch.cuda.max_memory_allocated``, on CPU the peak
-  increase of the process's resident set size sampled by a background thread (see `hybridft.training.PeakMemory`).
+- ``peak_memory_mb``: over training and evaluation; on CUDA ``torch.cuda.max_memory_allocated``; on CPU only when
+  the run has a process of its own (``measure_cpu_memory``, the bench worker): the peak rise of its resident set
+  size over its value after the imports; None otherwise (see `hybridft.training.PeakMemory`).
+- ``train_tokens``, ``forward_tokens``, ``optimizer_steps``, ``train_flops``: summed over every stage, cached ones at
+  their recorded cost (`hybridft.compute`); ``stages`` lists each stage, ``curves`` its training-loss series.
+- ``majority_baseline``, ``failed_to_learn``, ``eval_stats``: see `hybridft.scoring`.
+- ``extra_metrics``: the task's extra evaluation splits (MNLI mismatched), same eval_size subset rule.
 - ``trainable_params``: of the stage the method trains; ``total_params``: every weight used at inference (both
   models for ``hybrid_output``).
 - ``status``: "diverged" when a training loss was non-finite; metrics are still computed when possible.
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 EVAL_SUBSET_SEED = 0
+EVAL_TARGETS = ("eval", "dev")
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
@@ -45,6 +51,9 @@ class RunConfig:
     eval_batch_size: int = 64
     learning_rate: float | None = None  # None → the method's default
     method_args: tuple[tuple[str, object], ...] = ()  # overrides of the method config's fields
+    batching: str = "bucketed"  # hybridft.batching: "bucketed" (length-bucketed, shuffled batch order) or "random"
+    dev_size: int | None = None  # examples held out of the train split as the dev split (None: no dev split)
+    eval_on: str = "eval"  # "eval": the task's evaluation split; "dev": the dev split (learning-rate sweeps)
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -64,6 +73,16 @@ class RunConfig:
             raise ValueError(f"RunConfig.epochs must be > 0, got {self.epochs}")
         if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"RunConfig.learning_rate must be None or a positive number, got {self.learning_rate}")
+        from hybridft.batching import BATCHING_MODES
+
+        if self.batching not in BATCHING_MODES:
+            raise ValueError(f"RunConfig.batching must be one of {BATCHING_MODES}, got {self.batching!r}")
+        if self.dev_size is not None and (not isinstance(self.dev_size, int) or self.dev_size < 1):
+            raise ValueError(f"RunConfig.dev_size must be None or an integer >= 1, got {self.dev_size!r}")
+        if self.eval_on not in EVAL_TARGETS:
+            raise ValueError(f"RunConfig.eval_on must be one of {EVAL_TARGETS}, got {self.eval_on!r}")
+        if self.eval_on == "dev" and self.dev_size is None:
+            raise ValueError("RunConfig.eval_on='dev' needs a dev split: set dev_size")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -79,7 +98,10 @@ class RunConfig:
 
 @dataclass
 class PreparedData:
-    """The task, tokenizer, preprocessed train and eval features, eval examples and subset descriptions."""
+    """The task, tokenizer, preprocessed train and eval features, eval examples and subset descriptions.
+
+    ``extra_evals``: (split name, features, examples) of the task's extra evaluation splits (MNLI mismatched).
+    """
 
     task: Any
     tokenizer: Any
@@ -88,30 +110,63 @@ class PreparedData:
     eval_examples: Any
     subsets: dict[str, dict]
     data_key: dict
+    extra_evals: list = dataclasses.field(default_factory=list)
 
 
 def qa_stride(max_length: int) -> int:
-    """Overlap of QA windows: half the window, at most 64 tokens (the task default at max_length 128)."""
-    return min(64, max_length // 2)
+    """Overlap of QA windows: half the window, at most 128 tokens (run_qa's doc_stride 128 at max length 384)."""
+    return min(128, max_length // 2)
+
+
+def split_dev(dataset, dev_size: int | None, seed: int, *, task: str, split: str):
+    """(the rest, the dev split, its SubsetInfo | None): ``dev_size`` rows held out of ``dataset``, seeded by the
+    run's seed, disjoint from every training subset drawn from the rest (which all methods of that seed share)."""
+    import numpy as np
+
+    from hybridft.data import SubsetInfo, content_fingerprint
+
+    if dev_size is None:
+        return dataset, None, None
+    if dev_size >= len(dataset):
+        raise ValueError(f"dev_size={dev_size} leaves no training rows in {task}/{split} ({len(dataset)} rows)")
+    order = np.random.default_rng([seed, 0xDE5]).permutation(len(dataset))
+    dev_rows, rest_rows = np.sort(order[:dev_size]), np.sort(order[dev_size:])
+    dev = dataset.select(dev_rows.tolist())
+    info = SubsetInfo(task=task, split=f"{split}[dev]", size=len(dev), seed=int(seed),
+                      fingerprint=content_fingerprint(dev))  # fmt: skip
+    return dataset.select(rest_rows.tolist()), dev, info
 
 
 def prepare_data(cfg: RunConfig) -> PreparedData:
-    """Load, subset and preprocess the train and main eval splits of ``cfg.task`` for ``cfg.model``'s tokenizer."""
+    """Load, subset and preprocess the train and evaluation splits of ``cfg.task`` for ``cfg.model``'s tokenizer.
+
+    With ``cfg.dev_size`` the dev split is held out of the train split first and the training subset is drawn from
+    the rest; ``cfg.eval_on="dev"`` scores on it instead of the evaluation split (and skips the extra splits).
+    """
     from hybridft.data import subset
     from hybridft.models import load_tokenizer
     from hybridft.tasks import get_task
 
     task = get_task(cfg.task)
     tokenizer = load_tokenizer(cfg.model)
-    train, train_info = subset(
-        task.load(task.train_split, cfg.data_dir), cfg.train_size, cfg.seed, task=task.name, split=task.train_split
+    pool, dev, dev_info = split_dev(
+        task.load(task.train_split, cfg.data_dir), cfg.dev_size, cfg.seed, task=task.name, split=task.train_split
     )
-    examples, eval_info = subset(
-        task.load(task.eval_split, cfg.data_dir), cfg.eval_size, EVAL_SUBSET_SEED, task=task.name, split=task.eval_split
-    )
+    train, train_info = subset(pool, cfg.train_size, cfg.seed, task=task.name, split=task.train_split)
     stride = qa_stride(cfg.max_length)
+
+    def features(examples):
+        return task.preprocess(examples, tokenizer, max_length=cfg.max_length, train=False, stride=stride)
+
+    if cfg.eval_on == "dev":
+        eval_splits = [("dev", dev)]
+    else:
+        eval_splits = [(split, task.load(split, cfg.data_dir)) for split in (task.eval_split, *task.extra_eval_splits)]
+    scored = []
+    for split, raw in eval_splits:
+        examples, info = subset(raw, cfg.eval_size, EVAL_SUBSET_SEED, task=task.name, split=split)
+        scored.append((split, features(examples), examples, info))
     train_features = task.preprocess(train, tokenizer, max_length=cfg.max_length, train=True, stride=stride)
-    eval_features = task.preprocess(examples, tokenizer, max_length=cfg.max_length, train=False, stride=stride)
     data_key = {
         "task": task.name,
         "subset": train_info.to_dict(),
@@ -119,27 +174,44 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
         "stride": stride,
         "tokenizer": cfg.model if cfg.model in ("tiny-bert", "minilm") else tokenizer.name_or_path,
     }
-    subsets = {"train": train_info.to_dict(), "eval": eval_info.to_dict()}
-    return PreparedData(task, tokenizer, train_features, eval_features, examples, subsets, data_key)
+    subsets = {"train": train_info.to_dict(), "eval": scored[0][3].to_dict()}
+    if dev_info is not None:
+        subsets["dev"] = dev_info.to_dict()
+    for split, _, _, info in scored[1:]:
+        subsets[split] = info.to_dict()
+    extra = [(split, f, e) for split, f, e, _ in scored[1:]]
+    _, eval_features, eval_examples, _ = scored[0]
+    return PreparedData(task, tokenizer, train_features, eval_features, eval_examples, subsets, data_key, extra)
+
+
+def score(model, task, tokenizer, features, examples, cfg: RunConfig, work_dir: Path, progress: bool, *,
+          with_stats: bool = False):  # fmt: skip
+    """The task's metrics of ``model`` on prepared features (and, ``with_stats``, the per-example statistics)."""
+    from hybridft.scoring import example_stats
+    from hybridft.training import predict, to_numpy_predictions
+
+    predictions = to_numpy_predictions(
+        predict(
+            model,
+            features,
+            task.collator(tokenizer),
+            batch_size=cfg.eval_batch_size,
+            output_dir=work_dir / "eval",
+            progress=progress,
+        )
+    )
+    metrics = {key: float(value) for key, value in task.compute_metrics(predictions, features, examples).items()}
+    if not with_stats:
+        return metrics
+    return metrics, example_stats(task, predictions, features, examples)
 
 
 def evaluate(model, data: PreparedData, cfg: RunConfig, work_dir: Path, progress: bool) -> dict[str, float]:
-    """The task's metrics of ``model`` on the prepared eval split."""
-    from hybridft.training import predict, to_numpy_predictions
-
-    predictions = predict(
-        model,
-        data.eval_features,
-        data.task.collator(data.tokenizer),
-        batch_size=cfg.eval_batch_size,
-        output_dir=work_dir / "eval",
-        progress=progress,
-    )
-    metrics = data.task.compute_metrics(to_numpy_predictions(predictions), data.eval_features, data.eval_examples)
-    return {key: float(value) for key, value in metrics.items()}
+    """The task's metrics of ``model`` on the prepared (main) evaluation split."""
+    return score(model, data.task, data.tokenizer, data.eval_features, data.eval_examples, cfg, work_dir, progress)
 
 
-def train_context(cfg, data: PreparedData, work_dir: Path, cache_dir: Path, progress: bool):
+def train_context(cfg, data: PreparedData, work_dir: Path, cache_dir: Path, progress: bool, log_dir=None):
     from hybridft.methods import TrainContext
 
     return TrainContext(
@@ -151,12 +223,38 @@ def train_context(cfg, data: PreparedData, work_dir: Path, cache_dir: Path, prog
         work_dir=work_dir,
         cache_dir=cache_dir,
         progress=progress,
+        log_dir=log_dir,
     )
 
 
-def run_experiment(cfg: RunConfig, *, work_dir: Path, cache_dir: Path, progress: bool = True) -> dict:
-    """Train ``cfg.method`` on ``cfg.task`` and evaluate it; see the module docstring for what is measured."""
+def compute_fields(fits) -> dict[str, Any]:
+    """The run record's compute: sums over every stage (cached ones at their recorded cost), and each stage."""
+    return {
+        "train_tokens": sum(f.tokens for f in fits),
+        "forward_tokens": sum(f.forward_tokens for f in fits),
+        "optimizer_steps": sum(f.optimizer_steps for f in fits),
+        "train_flops": float(sum(f.flops for f in fits)),
+        "stages": [{k: v for k, v in f.to_dict().items() if k != "curve"} for f in fits],
+        "curves": {f.stage or f"stage{i}": [list(p) for p in f.curve] for i, f in enumerate(fits) if f.curve},
+    }
+
+
+def run_experiment(
+    cfg: RunConfig,
+    *,
+    work_dir: Path,
+    cache_dir: Path,
+    progress: bool = True,
+    log_dir: Path | None = None,
+    measure_cpu_memory: bool = False,
+) -> dict:
+    """Train ``cfg.method`` on ``cfg.task`` and evaluate it; see the module docstring for what is measured.
+
+    ``log_dir``: TensorBoard event files of every stage this run trains go to ``log_dir/<stage>``.
+    ``measure_cpu_memory``: this process runs this run only (a worker), so its RSS rise is the run's peak.
+    """
     from hybridft.methods import get_method
+    from hybridft.scoring import failed_to_learn, majority_baseline
     from hybridft.training import PeakMemory
 
     method = get_method(cfg.method)
@@ -165,29 +263,44 @@ def run_experiment(cfg: RunConfig, *, work_dir: Path, cache_dir: Path, progress:
     work_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg)
-    ctx = train_context(cfg, data, work_dir, cache_dir, progress)
-    with PeakMemory() as memory:
+    ctx = train_context(cfg, data, work_dir, cache_dir, progress, log_dir)
+    stats, extra_metrics = None, {}
+    with PeakMemory(cpu=measure_cpu_memory) as memory:
         trained = method.train(ctx, config)
         start = time.perf_counter()
         try:
-            metrics = evaluate(trained.model, data, cfg, work_dir, progress)
+            metrics, stats = score(trained.model, data.task, data.tokenizer, data.eval_features, data.eval_examples,
+                                   cfg, work_dir, progress, with_stats=True)  # fmt: skip
+            for split, features, examples in data.extra_evals:
+                extra_metrics[split] = score(
+                    trained.model, data.task, data.tokenizer, features, examples, cfg, work_dir, progress
+                )
         except Exception:
             if not trained.diverged:
                 raise
             metrics = {}  # a diverged model's outputs may not decode; the run is still recorded
         eval_time = time.perf_counter() - start
     headline_key = data.task.headline
+    headline = metrics.get(headline_key, float("nan"))
+    baseline = majority_baseline(data.task, data.eval_features, data.eval_examples)
     return {
         "metrics": metrics,
         "headline_metric": headline_key,
-        "headline": metrics.get(headline_key, float("nan")),
+        "headline": headline,
+        "majority_baseline": baseline,
+        "failed_to_learn": failed_to_learn(headline, baseline),
+        "extra_metrics": extra_metrics,
+        "eval_stats": stats,
         "trainable_params": trained.trainable_params,
         "total_params": trained.total_params,
         "train_time_s": trained.train_time_s,
         "eval_time_s": eval_time,
         "peak_memory_mb": memory.peak_mb,
+        "peak_memory_source": memory.source,
         "train_samples_per_s": trained.fits[-1].samples_per_s,
         "subsets": data.subsets,
+        "method_extra": dict(trained.extra),
+        **compute_fields(trained.fits),
         "status": "diverged" if trained.diverged else "ok",
     }
 

@@ -30,7 +30,7 @@ from hybridft.training import FitResult, fit
 # own probe is a logistic regression solved to convergence; with SGD-style training 1e-3 is the usual choice).
 LP_LR = 1e-3
 
-STAGE_FORMAT = 1  # bump when the artifact layout changes
+STAGE_FORMAT = 2  # bump when the artifact layout or the recorded cost changes (2: tokens, steps, FLOPs, curve)
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,7 @@ def _save(model: torch.nn.Module, result: FitResult, key_data: dict, target: Pat
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_dir(target) as tmp:
         save_file(state, str(tmp / "model.safetensors"))
-        meta = {
-            "config": key_data,
-            "fit": {
-                "train_time_s": result.train_time_s,
-                "samples": result.samples,
-                "training_loss": result.training_loss,
-            },
-        }
+        meta = {"config": key_data, "fit": result.to_dict()}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=repr))
 
 
@@ -150,6 +143,27 @@ def _base_key(ctx: TrainContext) -> dict:
     }
 
 
+@contextlib.contextmanager
+def frozen_encoder_in_eval_mode(model: torch.nn.Module):
+    """Keep the encoder (``model.base_model``) in eval mode while the Trainer puts the model in train mode.
+
+    A linear probe trains the head on the frozen encoder's features; with the encoder in train mode its dropout
+    would noise those features (and the probe would fit noisy features it never sees at inference). Only the
+    head's own dropout stays active. `Trainer.training_step` calls ``model.train()`` every step, so the encoder's
+    ``train`` is pinned to eval for the duration of the block and restored afterwards.
+    """
+    import types
+
+    encoder = model.base_model
+    encoder.train = types.MethodType(lambda self, mode=True: torch.nn.Module.train(self, False), encoder)
+    encoder.eval()
+    try:
+        yield
+    finally:
+        del encoder.train
+        model.train(model.training)
+
+
 def linear_probe(ctx: TrainContext, learning_rate: float, epochs: float | None, weight_decay: float):
     """Stage 1: θ_pre, the head trained on the frozen encoder. Returns (model, FitResult, stage key)."""
     from hybridft.models import head_parameter_names
@@ -162,9 +176,8 @@ def linear_probe(ctx: TrainContext, learning_rate: float, epochs: float | None, 
         head = set(head_parameter_names(model))
         for name, param in model.named_parameters():
             param.requires_grad_(name in head)
-        result = fit(
-            model, ctx.train_features, ctx.collator(), spec, output_dir=ctx.stage_dir("lp"), progress=ctx.progress
-        )
+        with frozen_encoder_in_eval_mode(model):
+            result = fit(model, ctx.train_features, ctx.collator(), spec, **ctx.fit_kwargs("lp"))
         return model, result
 
     model, result, key = cached_stage(ctx, "lp", key_data, train)
@@ -187,9 +200,7 @@ def fine_tune_from(
         model = copy.deepcopy(pre)
         for param in model.parameters():
             param.requires_grad_(True)
-        result = fit(
-            model, ctx.train_features, ctx.collator(), spec, output_dir=ctx.stage_dir("lp_ft"), progress=ctx.progress
-        )
+        result = fit(model, ctx.train_features, ctx.collator(), spec, **ctx.fit_kwargs("lp_ft"))
         return model, result
 
     return cached_stage(ctx, "lp_ft", key_data, train)

@@ -32,8 +32,13 @@ class TrainSpec:
     warmup_ratio: float = 0.0
     lr_scheduler_type: str = "linear"
     max_grad_norm: float = 1.0
+    batching: str = "bucketed"  # hybridft.batching: length-bucketed batches in shuffled order, or "random"
 
     def __post_init__(self) -> None:
+        from hybridft.batching import BATCHING_MODES
+
+        if self.batching not in BATCHING_MODES:
+            raise ValueError(f"batching must be one of {BATCHING_MODES}, got {self.batching!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
         if not self.epochs > 0:
@@ -48,11 +53,31 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class FitResult:
-    """What one training stage cost and how it ended."""
+    """What one stage cost and how it ended (a forward-only stage, such as teacher logits, has ``tokens`` 0).
+
+    ``tokens``: non-padding tokens through forward + backward; ``forward_tokens``: through forward only;
+    ``flops``: estimated as in `hybridft.compute`; ``curve``: the training loss as ((step, loss), ...).
+    """
 
     train_time_s: float
     samples: int  # training samples processed (features × epochs)
     training_loss: float
+    stage: str = ""
+    tokens: int = 0
+    forward_tokens: int = 0
+    optimizer_steps: int = 0
+    flops: float = 0.0
+    curve: tuple = ()
+
+    def __post_init__(self) -> None:  # a curve read back from JSON is a list of lists
+        object.__setattr__(self, "curve", tuple((int(s), float(v)) for s, v in self.curve))
+
+    def to_dict(self) -> dict:
+        import dataclasses
+
+        data = dataclasses.asdict(self)
+        data["curve"] = [list(point) for point in self.curve]
+        return data
 
     @property
     def samples_per_s(self) -> float:
@@ -61,6 +86,10 @@ class FitResult:
     @property
     def diverged(self) -> bool:
         return not math.isfinite(self.training_loss)
+
+
+# Log the training loss every 5 % of a stage's steps (a ratio, as TrainingArguments allows): ~20 points per curve.
+LOGGING_STEPS = 0.05
 
 
 def _distributed_cpu() -> bool:
@@ -89,7 +118,7 @@ def training_arguments(
         save_strategy="no",
         eval_strategy="no",
         logging_strategy="steps",
-        logging_steps=50,
+        logging_steps=LOGGING_STEPS,
         logging_nan_inf_filter=False,  # a diverged run must show a non-finite training loss
         disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(),
@@ -110,6 +139,53 @@ def _quiet(trainer, progress: bool) -> None:
         trainer.remove_callback(PrinterCallback)
 
 
+class _MeasuredTrainer:
+    """Mixed in before a `Trainer` (sub)class by `fit`: the length-bucketed sampler, token and step counts, the
+    loss curve. Attributes ``_hft_batching`` / ``_hft_lengths`` are set by `fit` before training starts."""
+
+    _hft_batching = "random"
+    _hft_lengths: list[int] | None = None
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self._hft_batching != "bucketed":
+            return super()._get_train_sampler(train_dataset)
+        from hybridft.batching import BucketedSampler
+
+        return BucketedSampler(self._hft_lengths, self._train_batch_size, self.args.seed)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        from hybridft.compute import batch_tokens
+
+        self._hft_tokens = getattr(self, "_hft_tokens", 0) + batch_tokens(inputs)  # a tensor: no host sync per step
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def counted_tokens(self) -> int:
+        """Non-padding tokens trained on, over every process of a distributed run."""
+        tokens = getattr(self, "_hft_tokens", 0)
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.args.device).reshape(())
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(tokens)
+        return int(tokens.item())
+
+
+def _loss_curve_callback(curve: list):
+    from transformers import TrainerCallback
+
+    class LossCurve(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                curve.append((int(state.global_step), float(logs["loss"])))
+
+    return LossCurve()
+
+
+def measured_trainer_class(trainer_cls):
+    """``trainer_cls`` with `_MeasuredTrainer` mixed in (once)."""
+    if issubclass(trainer_cls, _MeasuredTrainer):
+        return trainer_cls
+    return type(f"Measured{trainer_cls.__name__}", (_MeasuredTrainer, trainer_cls), {})
+
+
 def fit(
     model,
     features,
@@ -121,27 +197,53 @@ def fit(
     trainer_cls=None,
     callbacks=(),
     args_overrides=None,
+    log_dir=None,
+    stage: str = "",
     **trainer_kwargs,
 ) -> FitResult:
-    """Train ``model`` in place on ``features`` with a (subclass of) `Trainer`; returns time, samples and loss."""
+    """Train ``model`` in place on ``features`` with a (subclass of) `Trainer`; returns its cost and loss.
+
+    Batches follow ``spec.batching`` (`hybridft.batching`). ``log_dir``: write TensorBoard event files there.
+    """
     from transformers import Trainer
 
-    trainer_cls = trainer_cls or Trainer
-    args = training_arguments(spec, output_dir, progress=progress, **(args_overrides or {}))
+    from hybridft.batching import feature_lengths
+    from hybridft.compute import pass_parameters
+
+    trainer_cls = measured_trainer_class(trainer_cls or Trainer)
+    overrides = dict(args_overrides or {})
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        overrides.setdefault("report_to", ["tensorboard"])
+        overrides.setdefault("logging_dir", str(log_dir))
+    args = training_arguments(spec, output_dir, progress=progress, **overrides)
+    curve: list[tuple[int, float]] = []
     trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=features,
         data_collator=collator,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, _loss_curve_callback(curve)],
         **trainer_kwargs,
     )
+    trainer._hft_batching = spec.batching
+    trainer._hft_lengths = feature_lengths(features) if spec.batching == "bucketed" else None
     _quiet(trainer, progress)
     start = time.perf_counter()
     output = trainer.train()
     elapsed = time.perf_counter() - start
     samples = round(len(features) * spec.epochs)
-    return FitResult(train_time_s=elapsed, samples=samples, training_loss=float(output.training_loss))
+    tokens = trainer.counted_tokens()
+    return FitResult(
+        train_time_s=elapsed,
+        samples=samples,
+        training_loss=float(output.training_loss),
+        stage=stage,
+        tokens=tokens,
+        optimizer_steps=int(trainer.state.global_step),
+        flops=float(tokens * pass_parameters(model).train_flops_per_token),
+        curve=tuple(curve),
+    )
 
 
 def predict(model, features, collator, *, batch_size: int, output_dir, progress: bool):
@@ -159,18 +261,22 @@ def predict(model, features, collator, *, batch_size: int, output_dir, progress:
 class PeakMemory:
     """Peak memory of a block in MiB.
 
-    CUDA: ``torch.cuda.max_memory_allocated`` over the block (tensors only). CPU: the largest increase of the
-    process's resident set size (psutil RSS) over its value at entry, sampled every ``interval_s`` by a background
-    thread, so a peak shorter than the interval can be missed and memory freed by Python but kept by the allocator
-    still counts.
+    CUDA: ``torch.cuda.max_memory_allocated`` over the block (tensors only). CPU, only with ``cpu=True``: the
+    largest increase of the process's resident set size (psutil RSS) over its value at entry, sampled every
+    ``interval_s`` by a background thread. That number means something only in a process that runs this block and
+    nothing else (a run's own worker process, entered after the imports): in a long-lived process the allocator
+    keeps memory freed by earlier runs, so the rise depends on run order. With ``cpu=False`` (the default) the CPU
+    peak is None, not measured.
     """
 
-    def __init__(self, interval_s: float = 0.02) -> None:
+    def __init__(self, interval_s: float = 0.02, *, cpu: bool = False) -> None:
         self.interval_s = interval_s
-        self.peak_mb = float("nan")
+        self.peak_mb: float | None = None
+        self.source: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cuda = torch.cuda.is_available()
+        self._cpu = cpu
 
     def _sample(self, process, start: int) -> None:
         peak = 0
@@ -183,7 +289,11 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         if self._cuda:
             torch.cuda.reset_peak_memory_stats()
+            self.source = "cuda_max_memory_allocated"
             return self
+        if not self._cpu:
+            return self
+        self.source = "process_rss_rise"
         import psutil
 
         process = psutil.Process()
@@ -197,8 +307,9 @@ class PeakMemory:
             torch.cuda.synchronize()
             self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
             return
-        self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
 
 
 def to_numpy_predictions(predictions):

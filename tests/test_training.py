@@ -47,11 +47,20 @@ def test_training_arguments_are_quiet_seeded_and_cpu(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the RSS sampler is the CPU path")
 def test_peak_memory_sees_a_temporary_allocation():
-    with PeakMemory(interval_s=0.005) as quiet:
+    with PeakMemory(interval_s=0.005, cpu=True) as quiet:
         pass
-    with PeakMemory(interval_s=0.005) as busy:
+    with PeakMemory(interval_s=0.005, cpu=True) as busy:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, written so that it is resident
         time.sleep(0.05)  # several sampling intervals
         del block
     assert busy.peak_mb >= 48
     assert quiet.peak_mb < 48
+    assert busy.source == "process_rss_rise"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path")
+def test_peak_memory_is_not_measured_in_a_shared_process_on_cpu():
+    """In a long-lived process the RSS rise depends on what ran before: no number rather than a wrong one."""
+    with PeakMemory(interval_s=0.005) as memory:
+        torch.ones(2**20)
+    assert memory.peak_mb is None and memory.source is None

@@ -72,6 +72,16 @@ class TrainContext:
     work_dir: Path
     cache_dir: Path
     progress: bool = True
+    log_dir: Path | None = None  # TensorBoard event files go to log_dir/<stage> when set
+
+    def fit_kwargs(self, stage: str) -> dict[str, Any]:
+        """The keyword arguments of `hybridft.training.fit` that place one stage: scratch, logs, progress, name."""
+        return {
+            "output_dir": self.stage_dir(stage),
+            "progress": self.progress,
+            "log_dir": None if self.log_dir is None else Path(self.log_dir) / stage,
+            "stage": stage,
+        }
 
     def collator(self):
         return self.task.collator(self.tokenizer)
@@ -92,6 +102,7 @@ class TrainContext:
             seed=self.run.seed,
             weight_decay=weight_decay,
             warmup_ratio=warmup_ratio,
+            batching=getattr(self.run, "batching", "bucketed"),
         )
 
     def stage_dir(self, name: str) -> Path:

@@ -156,8 +156,25 @@ def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool
         seconds += elapsed
     pre_logits = computed[0] if need_pre else computed[-1]
     fine_logits = computed[-1] if need_fine else computed[0]
-    cost = FitResult(train_time_s=seconds, samples=len(features) * len(needed), training_loss=0.0)
+    cost = teacher_pass_cost(features, needed, seconds)
     return pre_logits, fine_logits, cost
+
+
+def teacher_pass_cost(features, models, seconds: float) -> FitResult:
+    """The cost of one forward pass of each of ``models`` over ``features`` (their non-padding tokens, 2·P each)."""
+    from hybridft.batching import feature_lengths
+    from hybridft.compute import pass_parameters
+
+    tokens = sum(feature_lengths(features))
+    flops = sum(tokens * pass_parameters(model).forward_flops_per_token for model in models)
+    return FitResult(
+        train_time_s=seconds,
+        samples=len(features) * len(models),
+        training_loss=0.0,
+        stage="teacher_logits",
+        forward_tokens=tokens * len(models),
+        flops=float(flops),
+    )
 
 
 @register
@@ -193,8 +210,7 @@ class Hybrid(Method):
             pre_logits=pre_logits,
             fine_logits=fine_logits,
             loss_kwargs=loss_kwargs,
-            output_dir=ctx.stage_dir(self.name),
-            progress=ctx.progress,
+            **ctx.fit_kwargs(self.name),
         )
         model = self.inference_model(student, pair, config)
         trainable, total = count_parameters(model)  # a frozen teacher used at inference counts in total only

@@ -19,9 +19,7 @@ def train_whole_model(ctx: TrainContext, model, config: MethodConfig, stage: str
     """Train ``model`` as configured (its requires_grad flags decide what moves) and wrap the result."""
     trainable, total = count_parameters(model)
     spec = ctx.spec(config.learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio)
-    result = fit(
-        model, ctx.train_features, ctx.collator(), spec, output_dir=ctx.stage_dir(stage), progress=ctx.progress
-    )
+    result = fit(model, ctx.train_features, ctx.collator(), spec, **ctx.fit_kwargs(stage))
     return Trained(model=model, fits=[result], trainable_params=trainable, total_params=total)
 
 

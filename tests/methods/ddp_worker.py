@@ -49,7 +49,8 @@ def run_stage(out: Path, data_dir: str, cache_dir: Path, batch_size: int) -> dic
         for m in (pre, fine)
     ]
     student = _no_dropout(interpolate_models(pre, fine, 0.5))
-    spec = TrainSpec(learning_rate=0.05, epochs=EPOCHS, batch_size=batch_size, seed=7)
+    # random batches: bucketing groups by length within windows of batch_size, so 2 × b and b batches would differ
+    spec = TrainSpec(learning_rate=0.05, epochs=EPOCHS, batch_size=batch_size, seed=7, batching="random")
     result = fit_distillation(
         student,
         features,

@@ -1,0 +1,62 @@
+"""plain_matched: its FLOPs match the hybrid pipeline's (±10 %, measured), and its epoch formula by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hybridft.experiment import run_experiment
+from hybridft.methods import get_method
+from hybridft.methods.matched import PlainMatchedConfig, matched_epochs, whole_steps
+from hybridft.models import build_model, head_parameter_names
+from hybridft.tasks import get_task
+
+from .conftest import tiny_run
+
+
+def test_matched_epochs_by_hand():
+    model = build_model("tiny-bert", get_task("sst2"), seed=0)
+    embeddings = sum(p.numel() for m in model.modules() if isinstance(m, __import__("torch").nn.Embedding)
+                     for p in m.parameters())  # fmt: skip
+    p = sum(x.numel() for x in model.parameters()) - embeddings
+    head = sum(x.numel() for n, x in model.named_parameters() if n in set(head_parameter_names(model)))
+    expected = 1.5 * (2 * p + 4 * head) / (6 * p) + 1.0 + 2 * (2 * p) / (6 * p) + 2.0
+    config = PlainMatchedConfig(lp_epochs=1.5, ft_epochs=1.0, student_epochs=None)
+    assert matched_epochs(model, config, run_epochs=2.0) == pytest.approx(expected)
+    assert all(x.requires_grad for x in model.parameters())  # flags restored
+
+
+def test_whole_steps_rounds_to_the_trainers_step_count():
+    epochs = whole_steps(3.001, n_features=32, batch_size=8)  # 4 steps per epoch → 12 steps, not 13
+    assert math.ceil(epochs * 4) == 12
+    assert math.ceil(whole_steps(0.01, 32, 8) * 4) == 1  # never zero steps
+
+
+@pytest.mark.parametrize(("field", "value"), [("teacher_passes", -1), ("lp_epochs", 0), ("student_epochs", -2.0)])
+def test_bad_config_is_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        get_method("plain_matched").make_config({field: value})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["sst2", "conll2003"])
+def test_measured_flops_match_the_hybrid_pipeline(task, data_dir, stage_cache, tmp_path):
+    results = {}
+    for method in ("plain", "plain_matched", "hybrid"):
+        cfg = tiny_run(task, method, data_dir, epochs=1.0)
+        results[method] = run_experiment(cfg, work_dir=tmp_path / method, cache_dir=stage_cache, progress=False)
+    ratio = results["plain_matched"]["train_flops"] / results["hybrid"]["train_flops"]
+    assert 0.9 <= ratio <= 1.1, ratio
+    assert results["plain_matched"]["train_flops"] > 2 * results["plain"]["train_flops"]
+    assert results["hybrid"]["forward_tokens"] == 2 * results["plain"]["train_tokens"]  # one pass per teacher
+    plain = results["plain"]
+    assert plain["train_flops"] == pytest.approx(6 * plain["train_tokens"] * _non_embedding(task), rel=1e-9)
+
+
+def _non_embedding(task):
+    import torch
+
+    model = build_model("tiny-bert", get_task(task), seed=0)
+    emb = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
+    return sum(p.numel() for p in model.parameters()) - emb
