@@ -1,7 +1,19 @@
-"""Plots from the records (matplotlib, Agg): score vs. trainable parameters, and the α-sweep curves.
+"""Plots from the records (matplotlib, Agg): score vs. parameters and vs. compute, loss curves, α-sweep curves.
 
 DIR/params_vs_score.png   one panel per task: headline (%) vs. trainable parameters (log x), a point per
                           (model, method) with the spread over seeds as an error bar
+DIR/score_vs_flops.png    one panel per task: mean headline (%) over the seeds that finished ok vs. their mean
+                          train_flops (log x; every training stage summed), a point per (model, method) with the
+                          seed std as an error bar, and per model the Pareto front (the points that no other point
+                          beats with at most its compute and a higher score, or less compute and at least its
+                          score) as a dashed step line
+DIR/loss_curves.png       one panel per task: training loss vs. optimizer step of each method's own (last) training
+                          stage, from the lowest seed that recorded ``curves`` (not a mean over seeds: seeds need
+                          not log the same steps); one colour per method, one line style per model. Earlier stages
+                          (the LP / LP-FT teachers) are not drawn. The last stage is the last of the record's
+                          ``stages`` list that has a curve; without that list, the curve named like the method,
+                          else the last of lp, teacher_logits, lp_ft (runs.jsonl stores the ``curves`` dict with
+                          sorted keys, so its key order is not the stage order)
 DIR/alpha_sweep.png       one panel per task: headline (%) vs. α (weight of the pretrained model in the WiSE-FT
                           mix), mean over seeds, a line per model
 """
@@ -13,7 +25,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench import records as rec
 from bench.tables import METHOD_ORDER, TASK_LABELS, cells, layout, score, split_records
+
+STAGE_ORDER = ("lp", "teacher_logits", "lp_ft")  # known stages before a method's own, in pipeline order
+_LINESTYLES = ("-", "--", ":", "-.")
 
 _PNG_METADATA = {"Software": None}  # no matplotlib version stamp: same records → same bytes on one install
 
@@ -59,8 +75,119 @@ def params_vs_score(runs: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
         ax.set_xlabel("trainable parameters", fontsize=7)
         ax.set_ylabel("headline (%)", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(which="both", labelsize=6)
     fig.suptitle("Score vs. trainable parameters (" + ", ".join(models) + ")", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
+    plt.close(fig)
+    return path
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices (by ascending compute) of the (compute, score) points no other point dominates: none has compute
+    <= and score >= with one of them strict. Equal points are all kept."""
+    front = [i for i, (x, y) in enumerate(points)
+             if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in points)]  # fmt: skip
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1], i))
+
+
+def _mean_flops(runs: list[dict[str, Any]]) -> float | None:
+    values = [float(r["train_flops"]) for r in runs if isinstance(r.get("train_flops"), (int, float))
+              and not isinstance(r.get("train_flops"), bool) and r["train_flops"] > 0]  # fmt: skip
+    return statistics.fmean(values) if values else None
+
+
+def score_vs_flops(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """Mean headline vs. mean train_flops per task, with each model's Pareto front; None when no run has both."""
+    models, tasks, methods = layout(runs)
+    grid = cells(runs)
+    points: dict[tuple[str, str], list[tuple[float, float, float, str]]] = {}  # (task, model) → (x, y, err, method)
+    for task in tasks:
+        for model in models:
+            for method in methods[model]:
+                cell = grid.get((model, method, task))
+                ok = [r for r in runs if (r["model"], r["method"], r["task"]) == (model, method, task)
+                      and r["status"] == "ok" and score(r) is not None]  # fmt: skip
+                x = _mean_flops(ok)
+                if cell and cell.scores and x:
+                    err = statistics.stdev(cell.scores) if len(cell.scores) > 1 else 0.0
+                    points.setdefault((task, model), []).append((x, cell.mean, err, method))
+    if not points:
+        return None
+    plt, fig, axes = _grid(len(tasks))
+    markers = "os^Dv<>pPX*h"
+    for ax, task in zip(axes, tasks, strict=True):
+        for mi, model in enumerate(models):
+            found = points.get((task, model), [])
+            for x, y, err, method in found:
+                color = f"C{_method_index(method) % 10}"
+                ax.errorbar([x], [y], yerr=[err], fmt=markers[mi % len(markers)], color=color, capsize=2)
+                ax.annotate(method, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            front = [found[i] for i in pareto_front([(x, y) for x, y, _, _ in found])]
+            if len(front) > 1:
+                ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="0.4",
+                        linestyle=_LINESTYLES[1], linewidth=0.8)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
+        ax.set_xlabel("train FLOPs (all stages)", fontsize=7)
+        ax.set_ylabel("headline (%)", fontsize=7)
+        ax.tick_params(which="both", labelsize=6)
+    fig.suptitle("Score vs. training compute, Pareto front dashed (" + ", ".join(models) + ")", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
+    plt.close(fig)
+    return path
+
+
+def last_stage(record: dict[str, Any]) -> str | None:
+    """The method's own (last) training stage among the record's ``curves`` (see the module docstring)."""
+    curves = record.get("curves") or {}
+    stages = [s for s, points in curves.items() if points]
+    if not stages:
+        return None
+    ordered = [s.get("stage") for s in record.get("stages") or [] if isinstance(s, dict)]
+    ordered = [s for s in ordered if s in stages]
+    if ordered:
+        return ordered[-1]
+    if record["method"] in stages:
+        return record["method"]
+    unknown = sorted(s for s in stages if s not in STAGE_ORDER)
+    return unknown[-1] if unknown else [s for s in STAGE_ORDER if s in stages][-1]
+
+
+def _curve(record: dict[str, Any], stage: str) -> tuple[list[float], list[float]]:
+    pairs = [(float(p[0]), float(p[1])) for p in record["curves"][stage]
+             if isinstance(p, (list, tuple)) and len(p) >= 2 and p[1] is not None and math.isfinite(p[1])]  # fmt: skip
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def loss_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """Training loss vs. step of each method's last stage per task, lowest seed with curves; None without curves."""
+    finished = [r for r in runs if r["status"] in rec.FINISHED and last_stage(r)]
+    if not finished:
+        return None
+    models, tasks, methods = layout(finished)
+    plt, fig, axes = _grid(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        for mi, model in enumerate(models):
+            for method in methods[model]:
+                mine = sorted((r for r in finished if (r["model"], r["method"], r["task"]) == (model, method, task)),
+                              key=lambda r: r["seed"])  # fmt: skip
+                if not mine:
+                    continue
+                record = mine[0]
+                steps, losses = _curve(record, last_stage(record))
+                if steps:
+                    label = method if len(models) == 1 else f"{model} {method}"
+                    ax.plot(steps, losses, color=f"C{_method_index(method) % 10}", linewidth=0.8,
+                            linestyle=_LINESTYLES[mi % len(_LINESTYLES)], label=label)  # fmt: skip
+        ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
+        ax.set_xlabel("optimizer step (last stage)", fontsize=7)
+        ax.set_ylabel("training loss", fontsize=7)
+        ax.tick_params(which="both", labelsize=6)
+        if ax.lines:
+            ax.legend(fontsize=5)
+    fig.suptitle("Training loss of each method's own stage (lowest seed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
     plt.close(fig)
@@ -89,7 +216,7 @@ def alpha_sweep_plot(sweeps: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
         ax.set_xlabel("α (weight of the pretrained model)", fontsize=7)
         ax.set_ylabel("headline (%)", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(which="both", labelsize=6)
         ax.legend(fontsize=6)
     fig.suptitle("WiSE-FT weight mix θ = α·θ_pre + (1−α)·θ_fine", fontsize=9)
     fig.tight_layout()
@@ -99,9 +226,11 @@ def alpha_sweep_plot(sweeps: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def write_plots(records: list[dict[str, Any]], directory: str | Path) -> list[Path]:
-    """Both plots into the results folder; returns the files written."""
+    """Every plot that has data into the results folder; returns the files written."""
     directory = Path(directory)
     runs, sweeps = split_records(records)
     written = [params_vs_score(runs, directory / "params_vs_score.png"),
+               score_vs_flops(runs, directory / "score_vs_flops.png"),
+               loss_curves(runs, directory / "loss_curves.png"),
                alpha_sweep_plot(sweeps, directory / "alpha_sweep.png")]  # fmt: skip
     return [p for p in written if p is not None]

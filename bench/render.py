@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
-_LATEX_SYMBOLS = {"±": r"$\pm$", "α": r"$\alpha$", "–": "--", "†": r"$^\dagger$", "≥": r"$\geq$", "→": r"$\to$"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "α": r"$\alpha$", "–": "--", "†": r"$^\dagger$", "≥": r"$\geq$", "→": r"$\to$",
+                  "≤": r"$\leq$", "×": r"$\times$", "÷": r"$\div$", "≈": r"$\approx$", "·": r"$\cdot$",
+                  "−": r"$-$", "⚠": r"$^\triangle$", "✗": r"$\times$"}  # fmt: skip
 
 
 @dataclass

@@ -3,20 +3,33 @@
 Writes DIR/table.md and DIR/table.tex (and the plots, see bench.plots):
 - a protocol header (models, subsets, training settings, offline deviations, hardware, code revision);
 - the main table in the layout of the LoRA paper's Table 2: rows = methods with their trainable parameters,
-  columns = tasks, headline metric as mean ± sample std over the seeds that finished ok, an average column (only
-  for rows with every task), the best mean per column within a model in bold; published reference rows from
-  bench/references.toml beside ours for the models they were measured on;
-- a per-seed table, where diverged and failed runs are shown (failures listed with their error);
-- a cost table (time, peak memory, throughput) and the α-sweep table.
+  columns = tasks (plus a column per extra evaluation split a record carries in ``extra_metrics``, e.g. MNLI-mm),
+  headline metric as mean ± sample std over the seeds that finished ok, the median when there are ≥ 3 such seeds,
+  "(j/n ok)" when some seeds did not finish ok, "⚠k/n" when k of the n recorded runs failed to learn (see
+  bench.stats.failed_to_learn), an average column (only for rows with every task), "Compute ×plain" (median over
+  tasks and seeds of train_flops ÷ plain's at the same model, task and seed), the best mean per column within a
+  model in bold, and a "majority baseline" row per model (the trivial constant predictor's headline per task);
+- differences vs plain and vs plain_matched: method − baseline in percentage points per task with a 95 % interval
+  from a two-level paired bootstrap over seeds and evaluation examples (bench.stats.paired_differences), bold when
+  the interval excludes 0;
+- a per-seed table, where diverged and failed runs are shown (failures listed with their error) and runs that
+  failed to learn are marked ✗;
+- a cost table (time, peak memory, throughput), a compute table (tokens, optimizer steps, FLOPs, every training
+  stage summed), the compute ratio plain_matched ÷ hybrid per task, the published reference rows of
+  bench/references.toml (only there: never inside the main table, whose model, data and metric they need not
+  share) and the α-sweep table.
 
-Scores are percentages (0–1 metrics × 100; SQuAD EM/F1 already are). Ordering is canonical (models by name, tasks
-and methods in a fixed order, seeds ascending) and nothing reads the clock, so the same records give byte-identical
-files. `--check` regenerates in memory and exits 1 when a file on disk differs.
+Scores are percentages (0–1 metrics × 100; SQuAD EM/F1 already are). Fields added to the records later (headline
+statistics, compute, baselines) may be missing from older records: those cells show "–". Ordering is canonical
+(models by name, tasks and methods in a fixed order, seeds ascending), the bootstrap uses a fixed seed, and
+nothing reads the clock, so the same records give byte-identical files. `--check` regenerates in memory and exits
+1 when a file on disk differs.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from collections.abc import Iterable
@@ -25,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import records as rec
+from bench import stats
 from bench.profiles import ALPHA_SWEEP
 from bench.render import Table, render_latex, render_markdown
 
@@ -33,16 +47,22 @@ TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnl
 TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
                "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD", "squad_v2": "SQuAD v2",
                "squad_devsplit": "SQuAD-devsplit", "conll2003": "CoNLL-2003"}  # fmt: skip
-METHOD_ORDER = ("plain", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft", "kd_pre", "kd_fine")
+METHOD_ORDER = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft",
+                "kd_pre", "kd_fine")  # fmt: skip
+BASELINES = ("plain", "plain_matched")  # the methods the difference table compares against
 METRIC_LABELS = {"matthews_correlation": "Mcc", "accuracy": "Acc", "pearson": "Pearson", "spearmanr": "Spearman",
-                 "f1": "F1", "exact_match": "EM", "overall_f1": "F1", "exact": "EM"}  # fmt: skip
-PERCENT_METRIC_MODULES = ("squad",)  # these report percentages already; every other headline is a fraction
+                 "spearman": "Spearman", "f1": "F1", "exact_match": "EM", "overall_f1": "F1", "exact": "EM"}  # fmt: skip
+SPLIT_LABELS = {"validation_mismatched": "mm", "validation_matched": "m"}  # extra evaluation splits, short
+PERCENT_METRIC_MODULES = stats.PERCENT_METRIC_MODULES  # these report percentages already; others are fractions
 OFFLINE_NOTES = {
     "squad_devsplit": "squad_devsplit is not official SQuAD v1.1: the v1.1 dev articles are split by title into a "
     "train part and an evaluation part (SQuAD train is not available offline); its scores are not comparable to "
     "published SQuAD numbers.",
 }
 TABLE_FILES = ("table.md", "table.tex")
+COMPUTE_FIELDS = (("train_tokens", "Train tokens"), ("forward_tokens", "Forward tokens"),
+                  ("optimizer_steps", "Optimizer steps"), ("train_flops", "Train FLOPs"))  # fmt: skip
+MAIN_TITLE = "Headline metric (%), mean ± std over seeds"
 
 
 def _order(values: Iterable[str], canonical: tuple[str, ...]) -> list[str]:
@@ -52,16 +72,29 @@ def _order(values: Iterable[str], canonical: tuple[str, ...]) -> list[str]:
 
 def score(record: dict[str, Any]) -> float | None:
     """The headline in percent, or None when the run has none (failed, or a non-finite value)."""
-    value = record.get("headline")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    metric_module = record.get("metric_name") or ("squad" if record["task"].startswith("squad") else "")
-    return float(value) * (1.0 if metric_module in PERCENT_METRIC_MODULES else 100.0)
+    return stats.headline_percent(record)
+
+
+def split_score(record: dict[str, Any], split: str) -> float | None:
+    """The headline metric on an extra evaluation split (``extra_metrics[split]``) in percent, or None."""
+    metrics = (record.get("extra_metrics") or {}).get(split) or {}
+    return stats.percent(record, metrics.get(record.get("headline_metric")))
 
 
 def _num(x: float, digits: int = 1) -> str:
     text = f"{x:.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
+def _signed(x: float, digits: int = 1) -> str:
+    text = f"{x:+.{digits}f}"
+    return "0." + "0" * digits if float(text) == 0 else text  # no "+0.0" / "-0.0"
+
+
+def _number(value: Any) -> float | None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def human_count(n: int | float) -> str:
@@ -76,13 +109,23 @@ def human_count(n: int | float) -> str:
     return f"{n:.0f}"
 
 
+def human_flops(x: float) -> str:
+    """FLOPs in scientific notation with two significant digits: 1.2e15, 3.0e9, 0."""
+    if x <= 0:
+        return "0"
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 @dataclass
 class Cell:
-    """The runs of one (model, method, task): scores of the seeds that finished ok, and how many were recorded."""
+    """The runs of one (model, method, column): scores of the seeds that finished ok, how many were recorded, and
+    how many of those failed to learn."""
 
     scores: list[float] = field(default_factory=list)
     recorded: int = 0
     statuses: list[str] = field(default_factory=list)
+    not_learned: int = 0
 
     @property
     def mean(self) -> float | None:
@@ -91,11 +134,16 @@ class Cell:
     def text(self) -> str:
         if not self.scores:
             return "–" if not self.statuses else "/".join(sorted(set(self.statuses)))
-        body = _num(self.mean)
-        if len(self.scores) > 1:
-            body += f" ± {_num(statistics.stdev(self.scores))}"
+        s = stats.summary(self.scores)
+        body = _num(s.mean)
+        if s.std is not None:
+            body += f" ± {_num(s.std)}"
+        if s.n >= 3:  # for n ≤ 2 the median is the mean
+            body += f" (med {_num(s.median)})"
         if len(self.scores) < self.recorded:
             body += f" ({len(self.scores)}/{self.recorded} ok)"
+        if self.not_learned:
+            body += f" ⚠{self.not_learned}/{self.recorded}"
         return body
 
 
@@ -114,17 +162,22 @@ def layout(runs: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[str, 
     return models, tasks, methods
 
 
-def cells(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], Cell]:
-    """(model, method, task) → Cell, over seeds."""
+def cells(runs: list[dict[str, Any]], split: str | None = None) -> dict[tuple[str, str, str], Cell]:
+    """(model, method, task) → Cell over seeds: of the headline, or of an extra evaluation split's headline metric
+    (failed-to-learn marks only for the headline: the majority baseline is measured on its split)."""
     out: dict[tuple[str, str, str], Cell] = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
+        value = None if r["status"] != "ok" else score(r) if split is None else split_score(r, split)
+        if split is not None and value is None and r["status"] == "ok":
+            continue  # this run was not evaluated on that split
         cell = out.setdefault((r["model"], r["method"], r["task"]), Cell())
         cell.recorded += 1
-        value = score(r) if r["status"] == "ok" else None
         if value is not None:
             cell.scores.append(value)
         else:
             cell.statuses.append(r["status"])
+        if split is None and stats.failed_to_learn(r):
+            cell.not_learned += 1
     return out
 
 
@@ -137,6 +190,22 @@ def headline_names(runs: list[dict[str, Any]]) -> dict[str, str]:
     return {t: "/".join(sorted(METRIC_LABELS.get(x, x) for x in n)) for t, n in names.items()}
 
 
+def score_columns(runs: list[dict[str, Any]], tasks: list[str]) -> list[tuple[str, str | None]]:
+    """(task, None) for each task's headline, each followed by (task, split) for its extra evaluation splits."""
+    columns: list[tuple[str, str | None]] = []
+    for task in tasks:
+        columns.append((task, None))
+        splits = {s for r in runs if r["task"] == task for s in (r.get("extra_metrics") or {})
+                  if split_score(r, s) is not None}  # fmt: skip
+        columns += [(task, s) for s in sorted(splits)]
+    return columns
+
+
+def column_label(task: str, split: str | None, metric: dict[str, str]) -> str:
+    name = TASK_LABELS.get(task, task) + ("" if split is None else f"-{SPLIT_LABELS.get(split, split)}")
+    return f"{name} ({metric.get(task, '?')})"
+
+
 def trainable_text(runs: list[dict[str, Any]], model: str, method: str) -> str:
     counts = sorted({r["trainable_params"] for r in runs
                      if r["model"] == model and r["method"] == method and r.get("trainable_params")})  # fmt: skip
@@ -146,38 +215,165 @@ def trainable_text(runs: list[dict[str, Any]], model: str, method: str) -> str:
     return low if low == high else f"{low}–{high}"
 
 
-def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]]) -> Table:
-    """LoRA-paper Table 2 layout: methods × tasks, mean ± std, average, best per column (per model) in bold."""
+def _flops(r: dict[str, Any]) -> float | None:
+    value = _number(r.get("train_flops"))
+    return value if r["status"] in rec.FINISHED and value is not None and value > 0 else None
+
+
+def compute_ratios(runs: list[dict[str, Any]], model: str, method: str, baseline: str = "plain") -> list[float]:
+    """train_flops ÷ the baseline's at the same (model, task, seed), over the finished runs that have both."""
+    base = {(r["task"], r["seed"]): _flops(r) for r in runs
+            if r["model"] == model and r["method"] == baseline and _flops(r)}  # fmt: skip
+    return [_flops(r) / base[(r["task"], r["seed"])] for r in sorted(runs, key=_run_rank)
+            if r["model"] == model and r["method"] == method and _flops(r) and (r["task"], r["seed"]) in base]  # fmt: skip
+
+
+def _run_rank(r: dict[str, Any]) -> tuple:
+    return (r["model"], _task_rank(r["task"]), r["seed"], r["method"])
+
+
+def majority_scores(runs: list[dict[str, Any]], model: str, task: str) -> float | None:
+    """The trivial constant predictor's headline (percent) on the task's evaluation subset, mean over the runs."""
+    values = [v for r in runs if r["model"] == model and r["task"] == task
+              for v in [stats.percent(r, r.get("majority_baseline"))] if v is not None]  # fmt: skip
+    return statistics.fmean(values) if values else None
+
+
+def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | None = None) -> Table:
+    """LoRA-paper Table 2 layout: methods × tasks, mean ± std, average, compute, best per column (per model) in bold.
+
+    ``references`` only adds a pointer to the separate reference table: published rows never sit in this one.
+    """
     models, tasks, methods = layout(runs)
     metric = headline_names(runs)
-    grid = cells(runs)
-    columns = ["Model", "Method", "# Trainable"] + [f"{TASK_LABELS.get(t, t)} ({metric.get(t, '?')})" for t in tasks]
-    table = Table("Headline metric (%), mean ± std over seeds", [*columns, "Avg."])
+    columns = score_columns(runs, tasks)
+    grids = {split: cells(runs, split) for split in sorted({s for _, s in columns if s is not None})}
+    grids[None] = cells(runs)
+    labels = [column_label(t, s, metric) for t, s in columns]
+    table = Table(MAIN_TITLE, ["Model", "Method", "# Trainable", *labels, "Avg.", "Compute ×plain"])
+    any_majority = any_compute = any_not_learned = False
     for model in models:
         table.start_block()
         first = len(table.rows)
         for method in methods[model]:
-            row_cells = [grid.get((model, method, t), Cell()) for t in tasks]
-            complete = row_cells and all(c.scores and len(c.scores) == c.recorded for c in row_cells)
-            avg = _num(statistics.fmean(c.mean for c in row_cells)) if complete else "–"
-            table.add([model, method, trainable_text(runs, model, method), *(c.text() for c in row_cells), avg])
-        for j, task in enumerate(tasks):
-            column = [grid.get((model, m, task), Cell()).mean for m in methods[model]]
+            row_cells = [grids[s].get((model, method, t), Cell()) for t, s in columns]
+            head_cells = [c for c, (_, s) in zip(row_cells, columns, strict=True) if s is None]
+            complete = head_cells and all(c.scores and len(c.scores) == c.recorded for c in head_cells)
+            avg = _num(statistics.fmean(c.mean for c in head_cells)) if complete else "–"
+            ratios = compute_ratios(runs, model, method)
+            any_compute = any_compute or bool(ratios)
+            any_not_learned = any_not_learned or any(c.not_learned for c in head_cells)
+            ratio = f"{statistics.median(ratios):.2f}" if ratios else "–"
+            table.add([model, method, trainable_text(runs, model, method), *(c.text() for c in row_cells), avg, ratio])
+        for j, (task, split) in enumerate(columns):
+            column = [grids[split].get((model, m, task), Cell()).mean for m in methods[model]]
             finite = [v for v in column if v is not None]
             if finite:
                 best = _num(max(finite))
                 for i, v in enumerate(column):
                     if v is not None and _num(v) == best:
                         table.bold.add((first + i, 3 + j))
-        for ref in references:
-            if ref["model"] == model:
-                scores = [ref["scores"].get(t) for t in tasks]
-                table.add([model, f"{ref['label']} †", ref.get("trainable_params", "–"),
-                           *(_num(s) if s is not None else "–" for s in scores), "–"])  # fmt: skip
-    if any(ref["model"] in models for ref in references):
-        table.notes.append("† published, not run here; source and metric per row in the reference table below.")
-    table.notes.append("Mean over the seeds that finished ok; ± is the sample std (n ≥ 2); (k/n ok) marks cells "
-                       "where some seeds diverged or failed (see the per-seed table). Avg. only for rows where every run finished ok.")  # fmt: skip
+        majority = [majority_scores(runs, model, t) if s is None else None for t, s in columns]
+        if any(v is not None for v in majority):
+            any_majority = True
+            head = [v for v, (_, s) in zip(majority, columns, strict=True) if s is None]
+            avg = _num(statistics.fmean(head)) if all(v is not None for v in head) else "–"
+            table.add([model, "majority baseline", "–", *(_num(v) if v is not None else "–" for v in majority),
+                       avg, "–"])  # fmt: skip
+    table.notes.append(
+        "Mean over the seeds that finished ok; ± is the sample std (n ≥ 2); (med x) is the median, shown for n ≥ 3 "
+        "(for n ≤ 2 it equals the mean); (j/n ok) marks cells where some seeds diverged or failed (see the per-seed "
+        "table). Avg. (over the task columns, not the extra splits) only for rows where every run finished ok."
+    )
+    if any_not_learned:
+        table.notes.append(
+            "⚠k/n: k of the n recorded runs failed to learn: headline missing or ≤ the majority baseline (the "
+            "record's failed_to_learn; computed from headline and majority_baseline for records without it); runs "
+            "that diverged or failed count as not learned. The mean still includes the ok runs that failed to learn."
+        )
+    if any_majority:
+        table.notes.append(
+            "majority baseline: the headline of a trivial constant predictor on the same evaluation subset, as the "
+            "records state it (the best constant class for accuracy and F1; 0 for correlations, Matthews "
+            "correlation and entity F1; the empty answer for SQuAD)."
+        )
+    unjudged = sum(1 for r in runs if r["status"] == "ok" and not isinstance(r.get("failed_to_learn"), bool)
+                   and stats.percent(r, r.get("majority_baseline")) is None and score(r) is not None)  # fmt: skip
+    if unjudged:
+        table.notes.append(f"{unjudged} ok runs carry neither failed_to_learn nor a majority baseline (earlier "
+                           "records): they are not judged and count as learned.")  # fmt: skip
+    if any(s is not None for _, s in columns):
+        table.notes.append(
+            "Columns with a split suffix (e.g. MNLI-mm) are extra evaluation splits of the same runs, same metric "
+            "(mm = validation_mismatched)."
+        )
+    if any_compute:
+        table.notes.append(
+            "Compute ×plain: median over tasks and seeds of the run's train_flops (every training stage of the "
+            "method summed) ÷ plain's train_flops at the same model, task and seed; finished runs only."
+        )
+    if references:
+        table.notes.append("Published numbers are not in this table: see the reference table below.")
+    return table
+
+
+def _difference_text(d: stats.Difference | None) -> str:
+    if d is None:
+        return "–"
+    text = _signed(d.diff)
+    if d.low is not None:
+        text += f" [{_signed(d.low)}, {_signed(d.high)}]"
+    return text + (" (s)" if d.method == stats.SEEDS_ONLY else "")
+
+
+def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, seed: int = 0) -> Table | None:
+    """Method − baseline per task (percentage points) with 95 % paired-bootstrap intervals; None without a baseline."""
+    models, tasks, methods = layout(runs)
+    baselines = [b for b in BASELINES if any(r["method"] == b for r in runs)]
+    if not baselines:
+        return None
+    table = Table(f"Differences vs {' and vs '.join(baselines)} (percentage points, 95 % CI)",
+                  ["Model", "Baseline", "Method", "Seeds", *(TASK_LABELS.get(t, t) for t in tasks)])  # fmt: skip
+    by_cell: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in sorted(runs, key=_run_rank):
+        by_cell.setdefault((r["model"], r["method"], r["task"]), []).append(r)
+    fallbacks: list[str] = []
+    for model in models:
+        for baseline in baselines:
+            if baseline not in methods[model]:
+                continue
+            table.start_block()
+            others = [m for m in methods[model] if m != baseline]
+            results = {
+                t: stats.paired_differences({m: by_cell.get((model, m, t), []) for m in others},
+                                            by_cell.get((model, baseline, t), []), n_boot=n_boot, seed=seed)
+                for t in tasks
+            }  # fmt: skip
+            for method in others:
+                row = [results[t][method] for t in tasks]
+                if all(d is None for d in row):
+                    continue  # no seed finished ok for both
+                n_seeds = sorted({d.n_seeds for d in row if d is not None})
+                seeds = "–" if not n_seeds else str(n_seeds[0]) if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
+                for j, d in enumerate(row):
+                    if d is not None and d.excludes_zero:
+                        table.bold.add((len(table.rows), 4 + j))
+                    if d is not None and d.method == stats.SEEDS_ONLY:
+                        fallbacks.append(d.note)
+                table.add([model, baseline, method, seeds, *(_difference_text(d) for d in row)])
+    table.notes.append(
+        f"Method − baseline: difference of the mean headline (percentage points) over the seeds both finished ok "
+        f"(Seeds: how many, range over tasks). [low, high]: 95 % percentile interval of a two-level paired bootstrap "
+        f"({n_boot} resamples, numpy default_rng seed {seed}): seeds drawn with replacement (the same seeds for both "
+        f"methods), then within each drawn seed the evaluation examples drawn with replacement (the same examples for "
+        f"both), each headline recomputed from the run's eval_stats and averaged over the drawn seeds. Bold: the "
+        f"interval excludes 0. Methods without a seed that both finished ok are left out."
+    )
+    if fallbacks:
+        table.notes.append(
+            f"(s): {len(fallbacks)} cells resample seeds only (eval_stats missing or unusable, e.g. {fallbacks[0]}); "
+            "with one seed they have no interval, with few seeds the interval is crude."
+        )
     return table
 
 
@@ -190,6 +386,7 @@ def per_seed_table(runs: list[dict[str, Any]]) -> Table:
         "Per seed: headline metric (%), every run", ["Model", "Method", "Seed", *(TASK_LABELS.get(t, t) for t in tasks)]
     )
     failures = []
+    marked = False
     for model in models:
         table.start_block()
         for method in methods[model]:
@@ -197,8 +394,12 @@ def per_seed_table(runs: list[dict[str, Any]]) -> Table:
                 row = [by_key.get((model, method, seed, t)) for t in tasks]
                 if not any(row):
                     continue
-                table.add([model, method, str(seed), *(_seed_text(r) for r in row)])
+                texts = [_seed_text(r) for r in row]
+                marked = marked or any(t.endswith(" ✗") for t in texts)
+                table.add([model, method, str(seed), *texts])
                 failures += [r for r in row if r and r["status"] == "failed"]
+    if marked:
+        table.notes.append("✗: finished ok but failed to learn (headline missing or ≤ the majority baseline).")
     for r in failures:
         err = r.get("error") or {}
         message = str(err.get("message", "")).strip().splitlines()
@@ -212,7 +413,9 @@ def _seed_text(record: dict[str, Any] | None) -> str:
         return "–"
     value = score(record)
     if record["status"] == "ok":
-        return _num(value, 2) if value is not None else "ok (no score)"
+        if value is None:
+            return "ok (no score)"
+        return _num(value, 2) + (" ✗" if stats.failed_to_learn(record) else "")
     return record["status"] if value is None else f"{_num(value, 2)} ({record['status']})"
 
 
@@ -231,26 +434,93 @@ def cost_table(runs: list[dict[str, Any]]) -> Table:
         for method in methods[model]:
             done = [r for r in runs if r["model"] == model and r["method"] == method and r["status"] in rec.FINISHED]
             totals = sorted({r["total_params"] for r in done if r.get("total_params")})
-            stats = [_median([float(r[k]) for r in done if isinstance(r.get(k), (int, float))])
+            times = [_median([v for r in done for v in [_number(r.get(k))] if v is not None])
                      for k in ("train_time_s", "eval_time_s", "wall_time_s")]  # fmt: skip
-            peaks = [float(r["peak_memory_mb"]) for r in done if isinstance(r.get("peak_memory_mb"), (int, float))]
-            rates = [float(r["train_samples_per_s"]) for r in done
-                     if isinstance(r.get("train_samples_per_s"), (int, float))]  # fmt: skip
+            peaks = [v for r in done for v in [_number(r.get("peak_memory_mb"))] if v is not None]
+            rates = [v for r in done for v in [_number(r.get("train_samples_per_s"))] if v is not None]
             table.add([model, method, trainable_text(runs, model, method),
                        human_count(totals[-1]) if totals else "–", str(len(done)),
-                       *(_num(v) if v is not None else "–" for v in stats),
+                       *(_num(v) if v is not None else "–" for v in times),
                        _num(max(peaks), 0) if peaks else "–", _num(_median(rates)) if rates else "–"])  # fmt: skip
-    table.notes.append("Peak MB: CUDA peak allocated on GPU; on CPU the peak rise of the process's resident set size during the run "
-                       "(as run_experiment reports it). Wall s includes model loading and cached-stage lookups.")  # fmt: skip
+    table.notes.append("Peak MB: CUDA peak allocated on GPU; – where the run did not measure it (CPU runs record null; "
+                       "earlier CPU records carry the peak rise of the process's resident set size). Wall s includes "
+                       "model loading and cached-stage lookups.")  # fmt: skip
     return table
 
 
-def reference_table(references: list[dict[str, Any]]) -> Table:
-    """The published rows shown in the main table, with their metric notes and sources."""
-    table = Table("Published reference rows (†)", ["Model", "Row", "Reference model", "Metric notes", "Source"])
+def compute_table(runs: list[dict[str, Any]]) -> Table | None:
+    """Training compute per method (every stage summed), median over tasks and seeds; None when no run has any."""
+    if not any(_number(r.get(k)) is not None for r in runs for k, _ in COMPUTE_FIELDS):
+        return None
+    models, _, methods = layout(runs)
+    table = Table("Training compute per run (median over tasks and seeds; every training stage summed)",
+                  ["Model", "Method", "Runs", *(label for _, label in COMPUTE_FIELDS)])  # fmt: skip
+    for model in models:
+        table.start_block()
+        for method in methods[model]:
+            done = [r for r in runs if r["model"] == model and r["method"] == method and r["status"] in rec.FINISHED]
+            counted = [r for r in done if any(_number(r.get(k)) is not None for k, _ in COMPUTE_FIELDS)]
+            values = [_median([v for r in counted for v in [_number(r.get(k))] if v is not None])
+                      for k, _ in COMPUTE_FIELDS]  # fmt: skip
+            texts = [("–" if v is None else human_flops(v) if k == "train_flops" else human_count(v))
+                     for v, (k, _) in zip(values, COMPUTE_FIELDS, strict=True)]  # fmt: skip
+            table.add([model, method, str(len(counted)), *texts])
+    table.notes.append(
+        "As the run records count them (hybridft.compute), summed over every training stage of the method, teacher "
+        "stages included (cached ones at their recorded cost): train tokens = non-padding tokens through forward + "
+        "backward, forward tokens = through forward-only passes (teacher logits), train FLOPs = the estimate of "
+        "hybridft.compute (6·P per token of full fine-tuning, 2·P per forward-only token). Finished runs."
+    )
+    return table
+
+
+def compute_match_table(
+    runs: list[dict[str, Any]], method: str = "plain_matched", target: str = "hybrid"
+) -> Table | None:
+    """train_flops of ``method`` ÷ ``target``'s per task (median over seeds); None without such pairs."""
+    models, tasks, _ = layout(runs)
+    by_task = {(m, t): [] for m in models for t in tasks}
+    for model in models:
+        base = {(r["task"], r["seed"]): _flops(r) for r in runs
+                if r["model"] == model and r["method"] == target and _flops(r)}  # fmt: skip
+        for r in sorted(runs, key=_run_rank):
+            if r["model"] == model and r["method"] == method and _flops(r) and (r["task"], r["seed"]) in base:
+                by_task[(model, r["task"])].append(_flops(r) / base[(r["task"], r["seed"])])
+    if not any(by_task.values()):
+        return None
+    table = Table(f"Compute match: train FLOPs of {method} ÷ {target}, median over seeds",
+                  ["Model", "Ratio", *(TASK_LABELS.get(t, t) for t in tasks), "All tasks"])  # fmt: skip
+    for model in models:
+        per_task = [by_task[(model, t)] for t in tasks]
+        every = [x for xs in per_task for x in xs]
+        overall = f"{statistics.median(every):.2f} ({min(every):.2f}–{max(every):.2f})" if every else "–"
+        table.add([model, f"{method} ÷ {target}", *(f"{statistics.median(xs):.2f}" if xs else "–" for xs in per_task),
+                   overall])  # fmt: skip
+    table.notes.append(
+        f"1.00 = equal estimated training FLOPs at the same model, task and seed. All tasks: median (min–max) over "
+        f"every (task, seed) pair. {method} trains plain fine-tuning for as many epochs as match {target}'s pipeline."
+    )
+    return table
+
+
+def reference_table(references: list[dict[str, Any]], tasks: list[str] | None = None) -> Table:
+    """The published rows, with their model, metric notes, source and scores on the tasks run here."""
+    tasks = tasks if tasks is not None else _order((t for r in references for t in r["scores"]), TASK_ORDER)
+    table = Table("Published reference rows (not run here)",
+                  ["Model", "Row", "Reference model", "# Trainable", *(TASK_LABELS.get(t, t) for t in tasks),
+                   "Metric notes", "Source"])  # fmt: skip
     for ref in references:
-        table.add([ref["model"], ref["label"], ref.get("reference_model", ref["model"]), ref.get("metric", ""),
-                   ref["source"]])  # fmt: skip
+        scores = [ref["scores"].get(t) for t in tasks]
+        if not any(s is not None for s in scores):
+            continue
+        table.add([ref["model"], ref["label"], ref.get("reference_model", ref["model"]),
+                   str(ref.get("trainable_params", "–")), *(_num(s) if s is not None else "–" for s in scores),
+                   ref.get("metric", ""), ref["source"]])  # fmt: skip
+    table.notes.append(
+        "Published numbers (bench/references.toml), not run here and kept out of the main table: their model "
+        "(Reference model), data, recipe or metric (Metric notes) can differ from ours. Scores in percent as "
+        "printed; rows for the models run here with a score on at least one task run here."
+    )
     return table
 
 
@@ -265,7 +535,7 @@ def sweep_table(sweeps: list[dict[str, Any]]) -> Table:
         points: dict[float, list[float]] = {}
         for r in runs:
             for p in r.get("curve") or []:
-                value = score({**r, "headline": p.get("headline")})
+                value = stats.percent(r, p.get("headline"))
                 if value is not None:
                     points.setdefault(p["alpha"], []).append(value)
         table.add([model, TASK_LABELS.get(task, task), str(len(runs)),
@@ -353,14 +623,16 @@ def load_references(path: Path | None = None) -> list[dict[str, Any]]:
 def build_tables(records: list[dict[str, Any]], references: list[dict[str, Any]] | None = None) -> list[Table]:
     """Every table for these records, in page order."""
     runs, sweeps = split_records(records)
+    _, tasks, _ = layout(runs)
     refs = [r for r in (references if references is not None else load_references())
-            if r["model"] in {x["model"] for x in runs}]  # fmt: skip
-    tables = [main_table(runs, refs), per_seed_table(runs), cost_table(runs)]
+            if r["model"] in {x["model"] for x in runs} and any(t in r["scores"] for t in tasks)]  # fmt: skip
+    tables = [main_table(runs, refs), difference_table(runs), per_seed_table(runs), cost_table(runs),
+              compute_table(runs), compute_match_table(runs)]  # fmt: skip
     if refs:
-        tables.append(reference_table(refs))
+        tables.append(reference_table(refs, tasks))
     if sweeps:
         tables.append(sweep_table(sweeps))
-    return tables
+    return [t for t in tables if t is not None]
 
 
 def render(records: list[dict[str, Any]], references: list[dict[str, Any]] | None = None) -> dict[str, str]:
