@@ -55,8 +55,17 @@ def bench(session: nox.Session) -> None:
 
     Example: `nox -s bench -- --profile smoke --tasks sst2 rte --methods plain hybrid`. See `--help`.
     """
+    import time
+
+    marker = Path(session.virtualenv.location) / ".hybridft-installed"
+    fresh = not marker.exists()
+    start = time.perf_counter()
     _install(session, "bench")
-    session.run("python", "-m", "bench", *session.posargs, env=_offline_env())
+    setup = time.perf_counter() - start
+    marker.touch()
+    # The bench records the install step's time beside its own wall time (OUTPUT/sessions.jsonl).
+    env = {**_offline_env(), "HYBRIDFT_VENV_SETUP_S": f"{setup:.1f}", "HYBRIDFT_VENV_FRESH": "1" if fresh else "0"}
+    session.run("python", "-m", "bench", *session.posargs, env=env)
 
 
 @nox.session(default=False)

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="exit 1 if any run of the matrix failed or is missing (CI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--keep-work", action="store_true", help="keep every run's scratch folder (default: failed only)")
+    p.add_argument("--report-to", choices=("profile", "none", "tensorboard"), default="profile",
+                   help="TensorBoard event files under OUTPUT/tensorboard/<run>/ (default: as the profile says; "
+                   "on in quick and paper)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -100,8 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         launcher=runner.python_launcher(args.launcher),
         progress=not args.no_progress,
         keep_work=args.keep_work,
+        report_to=profile.report_to
+        if args.report_to == "profile"
+        else tuple(x for x in [args.report_to] if x != "none"),
     )
-    runner.run_matrix(specs, profile, opts)
+    import time
+
+    cache_empty = runner.cache_is_empty(opts.cache_dir)
+    started = time.perf_counter()
+    written = runner.run_matrix(specs, profile, opts)
+    if written:
+        runner.record_session(opts, profile, matrix=len(specs), ran=len(written),
+                              wall_s=time.perf_counter() - started, cache_empty=cache_empty)  # fmt: skip
     if not args.no_tables:
         from bench import tables
 

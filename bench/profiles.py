@@ -34,7 +34,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 ALPHA_SWEEP = "alpha_sweep"
 # RunConfig fields a profile may set; every other override key goes to the method config (method_args).
-RUN_FIELDS = ("train_size", "eval_size", "max_length", "epochs", "batch_size", "eval_batch_size", "learning_rate")
+RUN_FIELDS = ("train_size", "eval_size", "max_length", "epochs", "batch_size", "eval_batch_size", "learning_rate",
+              "batching", "dev_size", "eval_on")  # fmt: skip
+REPORT_TARGETS = ("tensorboard",)
 MATCH_KEYS = ("model", "task", "method")
 
 
@@ -58,6 +60,18 @@ class Override:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A named row: ``method`` with some config fields fixed (``values``), e.g. ``hybrid_a0.25`` = hybrid at α 0.25.
+
+    The variant's values are applied after the profile's overrides for ``method``, so it shares everything else
+    (budget rule, teacher stages) with the method it varies."""
+
+    name: str
+    method: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Profile:
     """One benchmark profile, as read from its file. `run` holds RunConfig defaults (see RUN_FIELDS)."""
 
@@ -75,6 +89,8 @@ class Profile:
     sweep_method: str = "wise_ft"
     requires: tuple[str, ...] = ()  # e.g. ("gpu", "hub"): stated in --list and in the table header
     notes: str = ""
+    report_to: tuple[str, ...] = ()  # ("tensorboard",): event files per run under OUTPUT/tensorboard/
+    variants: tuple[Variant, ...] = ()  # named method variants usable in `methods` (e.g. hybrid at another α)
 
     def __post_init__(self) -> None:
         for name in ("models", "tasks", "methods", "seeds"):
@@ -87,14 +103,33 @@ class Profile:
             raise ValueError(f"profile {self.name!r}: alpha_sweep is on but alphas is empty")
         if any(not 0.0 <= a <= 1.0 for a in self.alphas):
             raise ValueError(f"profile {self.name!r}: alphas must lie in [0, 1], got {self.alphas}")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names) or any(not n or n == ALPHA_SWEEP for n in names):
+            raise ValueError(f"profile {self.name!r}: variant names must be unique and non-empty, got {names}")
+        unknown_targets = set(self.report_to) - set(REPORT_TARGETS)
+        if unknown_targets:
+            raise ValueError(f"profile {self.name!r}: report_to {sorted(unknown_targets)}; expected {REPORT_TARGETS}")
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def base_method(self, name: str) -> str:
+        """The registered method behind a row name (a variant's method, else the name itself)."""
+        variant = self.variant(name)
+        return variant.method if variant else name
 
     def settings(self, model: str, task: str, method: str) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
-        """RunConfig fields and method_args for one run: [run] defaults, then each matching override in order."""
+        """RunConfig fields and method_args for one run: [run] defaults, then each matching override in order
+        (matched on the base method of a variant), then the variant's own values."""
         run_fields, method_args = dict(self.run), {}
+        variant = self.variant(method)
+        base = variant.method if variant else method
         for override in self.overrides:
-            if override.matches(model, task, method):
+            if override.matches(model, task, base):
                 for key, value in override.values.items():
                     (run_fields if key in RUN_FIELDS else method_args)[key] = value
+        for key, value in (variant.values if variant else {}).items():
+            (run_fields if key in RUN_FIELDS else method_args)[key] = value
         return run_fields, tuple(sorted(method_args.items()))
 
 
@@ -111,7 +146,7 @@ def _as_tuple(value: Any, key: str, source: str) -> tuple | None:
 def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>") -> Profile:
     """Build a Profile from a parsed TOML mapping; unknown top-level keys are errors, not silently ignored."""
     known = {"description", "models", "tasks", "methods", "seeds", "run", "override", "offline_tasks",
-             "alpha_sweep", "requires", "notes"}  # fmt: skip
+             "alpha_sweep", "requires", "notes", "report_to", "variant"}  # fmt: skip
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{source}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
@@ -120,6 +155,12 @@ def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>")
         match = {k: _as_tuple(table.get(k), k, f"{source} override #{i}") for k in MATCH_KEYS}
         values = {k: v for k, v in table.items() if k not in MATCH_KEYS}
         overrides.append(Override(**match, values=MappingProxyType(values)))
+    variants = []
+    for i, table in enumerate(data.get("variant", [])):
+        if not isinstance(table.get("name"), str) or not isinstance(table.get("method"), str):
+            raise ValueError(f"{source} variant #{i}: needs string keys 'name' and 'method', got {table!r}")
+        values = {k: v for k, v in table.items() if k not in ("name", "method")}
+        variants.append(Variant(table["name"], table["method"], MappingProxyType(values)))
     sweep = data.get("alpha_sweep", {})
     return Profile(
         name=name,
@@ -136,6 +177,8 @@ def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>")
         sweep_method=sweep.get("method", "wise_ft"),
         requires=tuple(data.get("requires", ())),
         notes=data.get("notes", ""),
+        report_to=tuple(data.get("report_to", ())),
+        variants=tuple(variants),
     )
 
 
@@ -159,11 +202,14 @@ class RunSpec:
     config: Any  # hybridft.experiment.RunConfig
     kind: str = "run"
     alphas: tuple[float, ...] = field(default=())
+    variant: str | None = None  # the profile's row name when the run is a named variant of config.method
 
     @property
     def method(self) -> str:
-        """The method shown in tables: the RunConfig's, or "alpha_sweep"."""
-        return ALPHA_SWEEP if self.kind == ALPHA_SWEEP else self.config.method
+        """The method shown in tables: the variant's name, the RunConfig's method, or "alpha_sweep"."""
+        if self.kind == ALPHA_SWEEP:
+            return ALPHA_SWEEP
+        return self.variant or self.config.method
 
     @property
     def key(self) -> str:
@@ -222,14 +268,15 @@ def build_matrix(
         for task in task_list:
             for seed in seed_list:
                 for method in method_list:
-                    base = profile.sweep_method if method == ALPHA_SWEEP else method
-                    run_fields, method_args = profile.settings(model, task, base)
-                    cfg = make(task=task, method=base, seed=seed, model=model, method_args=method_args,
-                               data_dir=str(data_dir) if data_dir else None, **run_fields)  # fmt: skip
+                    row = profile.sweep_method if method == ALPHA_SWEEP else method
+                    run_fields, method_args = profile.settings(model, task, row)
+                    cfg = make(task=task, method=profile.base_method(row), seed=seed, model=model,
+                               method_args=method_args, data_dir=str(data_dir) if data_dir else None,
+                               **run_fields)  # fmt: skip
                     if method == ALPHA_SWEEP:
                         specs.append(RunSpec(cfg, kind=ALPHA_SWEEP, alphas=profile.alphas))
                     else:
-                        specs.append(RunSpec(cfg))
+                        specs.append(RunSpec(cfg, variant=row if profile.variant(row) else None))
     return specs
 
 
@@ -260,6 +307,7 @@ __all__ = [
     "Override",
     "Profile",
     "RunSpec",
+    "Variant",
     "build_matrix",
     "load_profile",
     "parse_profile",

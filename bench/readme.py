@@ -14,7 +14,8 @@ from pathlib import Path
 
 from bench import records as rec
 
-SECTIONS = ("### Headline metric", "### Cost per run")  # the parts of table.md the README shows
+# the parts of table.md the README shows
+SECTIONS = ("### Headline metric", "### Differences vs plain", "### Compute match", "### Cost per run")
 
 
 def _sections(table_md: str) -> list[str]:
@@ -26,6 +27,36 @@ def _sections(table_md: str) -> list[str]:
     return chosen
 
 
+def _hardware(session: dict) -> str:
+    hw = session.get("hardware") or {}
+    return str(hw.get("gpu") or f"{hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} cores)")
+
+
+def session_lines(directory: Path) -> list[str]:
+    """One sentence per bench invocation recorded in DIR/sessions.jsonl (bench.runner.record_session)."""
+    import json
+
+    path = directory / "sessions.jsonl"
+    if not path.is_file():
+        return []
+    lines = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        if not raw.strip():
+            continue
+        s = json.loads(raw)
+        cache = "from an empty stage cache" if s.get("cache_empty_at_start") else "with stages already cached"
+        setup = ""
+        if s.get("venv_setup_s") is not None:
+            kind = "building a fresh venv" if s.get("venv_fresh") else "checking the existing venv"
+            setup = f"; before it, nox's install step took {s['venv_setup_s'] / 60:.1f} min ({kind})"
+        lines.append(
+            f"Measured: `nox -s bench` ran {s['runs_executed']} of the {s['matrix_runs']} runs in "
+            f"{s['wall_time_s'] / 60:.1f} min, {cache}, on {_hardware(s)}, git {str(s.get('git_revision'))[:12]}"
+            f"{' (dirty)' if s.get('git_dirty') else ''}, started {s.get('timestamp', '?')}{setup}."
+        )
+    return lines
+
+
 def block(directory: Path) -> str:
     """The README block for a results folder (markers included)."""
     table_md = (directory / "table.md").read_text(encoding="utf-8")
@@ -35,6 +66,7 @@ def block(directory: Path) -> str:
     body = "\n\n".join(
         [
             *_sections(table_md),
+            *session_lines(directory),
             f"Wall time of the {len(runs)} runs (sum of each run's `wall_time_s` in `{name}/runs.jsonl`): "
             f"{wall / 60:.1f} min. Per-seed scores, the α-sweep table and the plots are in `{name}/`.",
         ]

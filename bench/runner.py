@@ -42,10 +42,29 @@ class BenchOptions:
     launcher: tuple[str, ...] = ()
     progress: bool = True
     keep_work: bool = False
+    report_to: tuple[str, ...] = ()  # ("tensorboard",): event files under OUTPUT/tensorboard/<run key>/<stage>
+    tensorboard_dir: Path | None = None
+
+    def log_dir(self, spec: RunSpec) -> Path | None:
+        """Where this run's TensorBoard event files go (outside its scratch, which is deleted), or None."""
+        if "tensorboard" not in self.report_to:
+            return None
+        root = self.tensorboard_dir or self.output / "tensorboard"
+        return root / f"{spec.config.task}-{spec.method}-seed{spec.config.seed}-{spec.key}"
 
 
-def execute(spec: RunSpec, *, work_dir: Path, cache_dir: Path, progress: bool) -> dict[str, Any]:
-    """Run one cell in this process and return its result fields (the run_experiment dict, or the α curve)."""
+def execute(
+    spec: RunSpec,
+    *,
+    work_dir: Path,
+    cache_dir: Path,
+    progress: bool,
+    log_dir: Path | None = None,
+    measure_cpu_memory: bool = False,
+) -> dict[str, Any]:
+    """Run one cell in this process and return its result fields (the run_experiment dict, or the α curve).
+
+    ``measure_cpu_memory``: only where this process runs this cell alone (the worker), see PeakMemory."""
     from hybridft import experiment
 
     if spec.kind == ALPHA_SWEEP:
@@ -53,7 +72,8 @@ def execute(spec: RunSpec, *, work_dir: Path, cache_dir: Path, progress: bool) -
             spec.config, spec.alphas, work_dir=work_dir, cache_dir=cache_dir, progress=progress
         )
         return sweep_result(curve)
-    return experiment.run_experiment(spec.config, work_dir=work_dir, cache_dir=cache_dir, progress=progress)
+    return experiment.run_experiment(spec.config, work_dir=work_dir, cache_dir=cache_dir, progress=progress,
+                                     log_dir=log_dir, measure_cpu_memory=measure_cpu_memory)  # fmt: skip
 
 
 def sweep_result(curve: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,10 +88,13 @@ def sweep_result(curve: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def execute_launched(spec: RunSpec, *, launcher: tuple[str, ...], work_dir: Path, cache_dir: Path) -> dict:
+def execute_launched(
+    spec: RunSpec, *, launcher: tuple[str, ...], work_dir: Path, cache_dir: Path, log_dir: Path | None = None
+) -> dict:
     """Run one cell as `<launcher> -m bench.worker SPEC RESULT` and read back what rank 0 wrote."""
     spec_path, result_path = work_dir / "spec.json", work_dir / "result.json"
-    spec_path.write_text(json.dumps(spec_to_json(spec, cache_dir), sort_keys=True), encoding="utf-8")
+    payload = spec_to_json(spec, cache_dir) | {"log_dir": str(log_dir) if log_dir else None}
+    spec_path.write_text(json.dumps(payload, sort_keys=True), encoding="utf-8")
     result_path.unlink(missing_ok=True)
     cmd = [*launcher, "-m", "bench.worker", str(spec_path), str(result_path)]
     code = subprocess.run(cmd, check=False).returncode
@@ -144,10 +167,14 @@ def run_one(spec: RunSpec, profile: Profile, opts: BenchOptions) -> dict[str, An
     work_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
+        log_dir = opts.log_dir(spec)
         if opts.launcher:
-            outcome = execute_launched(spec, launcher=opts.launcher, work_dir=work_dir, cache_dir=opts.cache_dir)
+            outcome = execute_launched(
+                spec, launcher=opts.launcher, work_dir=work_dir, cache_dir=opts.cache_dir, log_dir=log_dir
+            )
         else:
-            outcome = execute(spec, work_dir=work_dir, cache_dir=opts.cache_dir, progress=opts.progress)
+            outcome = execute(spec, work_dir=work_dir, cache_dir=opts.cache_dir, progress=opts.progress,
+                              log_dir=log_dir)  # fmt: skip
         outcome = dict(outcome)
     except Exception as err:  # a failed run is recorded and the bench goes on; Ctrl-C still stops it
         outcome = {"status": "failed", "error": error_fields(err)}
@@ -184,6 +211,41 @@ def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions) -> li
         tqdm.write(f"[{i}/{len(todo)}] {spec.label()}: {_summary(record)}")
     bar.close()
     return written
+
+
+SESSIONS_FILE = "sessions.jsonl"
+
+
+def cache_is_empty(cache_dir: Path) -> bool:
+    """No stage artifact and no cached teacher logits yet (a bench started from scratch)."""
+    return not any((cache_dir / sub).glob("*") for sub in ("stages", "teacher_logits"))
+
+
+def record_session(opts: BenchOptions, profile: Profile, *, matrix: int, ran: int, wall_s: float,
+                   cache_empty: bool) -> dict[str, Any]:  # fmt: skip
+    """Append one line to OUTPUT/sessions.jsonl: how long this bench invocation took, on what, from what cache.
+
+    The README's stated wall time comes from these lines, never from a typed number. ``venv_setup_s`` is the
+    nox install step of the same invocation (``HYBRIDFT_VENV_SETUP_S``, set by noxfile.py) and ``venv_fresh``
+    whether it built the venv from nothing."""
+    from hybridft.provenance import collect
+
+    setup = os.environ.get("HYBRIDFT_VENV_SETUP_S")
+    session = {
+        "profile": profile.name,
+        "matrix_runs": matrix,
+        "runs_executed": ran,
+        "wall_time_s": round(wall_s, 1),
+        "cache_empty_at_start": cache_empty,
+        "venv_setup_s": round(float(setup), 1) if setup else None,
+        "venv_fresh": os.environ.get("HYBRIDFT_VENV_FRESH") == "1" if setup else None,
+        **collect(),
+    }
+    path = opts.output / SESSIONS_FILE
+    with rec._locked(path):
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        rec.atomic_write_text(path, old + rec.dumps(session) + "\n")
+    return session
 
 
 def default_cache_dir(output: Path) -> Path:

@@ -33,7 +33,8 @@ def load_spec(path: Path):
     config = dict(payload["config"])
     config["method_args"] = tuple((k, v) for k, v in config.get("method_args", ()))
     spec = RunSpec(RunConfig(**config), kind=payload["kind"], alphas=tuple(payload["alphas"]))
-    return spec, Path(payload["cache_dir"])
+    log_dir = payload.get("log_dir")
+    return spec, Path(payload["cache_dir"]), Path(log_dir) if log_dir else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bench.worker SPEC.json RESULT.json", file=sys.stderr)
         return 2
     spec_path, result_path = Path(args[0]), Path(args[1])
-    spec, cache_dir = load_spec(spec_path)
+    spec, cache_dir, log_dir = load_spec(spec_path)
+    import transformers  # noqa: F401  the stack is imported before the run starts, so its RSS rise is the run's
+    from transformers import Trainer  # noqa: F401
+
+    import hybridft.methods  # noqa: F401
+
     try:
-        result = runner.execute(spec, work_dir=spec_path.parent, cache_dir=cache_dir, progress=_rank() == 0)
+        # This process runs this cell alone, entered after the imports: its RSS rise is the run's CPU peak memory.
+        result = runner.execute(spec, work_dir=spec_path.parent, cache_dir=cache_dir, progress=_rank() == 0,
+                                log_dir=log_dir, measure_cpu_memory=True)  # fmt: skip
         payload, code = {"result": {**result, "world_size": _world_size()}}, 0
     except Exception as err:
         payload, code = {"error": runner.error_fields(err)}, 1

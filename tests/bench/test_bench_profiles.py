@@ -9,7 +9,9 @@ import pytest
 from bench import profiles as prof
 from hybridft.experiment import RunConfig
 
-ALL_METHODS = ("plain", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft", "kd_pre", "kd_fine")
+ALL_METHODS = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft",
+               "kd_pre", "kd_fine")  # fmt: skip
+HEADLINE = ("plain", "plain_matched", "adapter", "lora", "hybrid", "wise_ft")
 OFFLINE = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli", "conll2003", "squad_devsplit")
 
 
@@ -20,19 +22,77 @@ def _profile(**extra):
 
 
 def test_shipped_profiles_load_and_say_what_they_cover():
-    assert prof.profile_names() == ["paper", "quick", "smoke"]
-    smoke, quick, paper = (prof.load_profile(n) for n in ("smoke", "quick", "paper"))
-    for p in (smoke, quick):
-        assert p.offline_tasks and set(p.tasks) == set(OFFLINE) and p.methods == ALL_METHODS and p.seeds == (0,)
-        assert p.alpha_sweep and p.requires == ()
-    assert smoke.models == ("tiny-bert",) and quick.models == ("minilm",)
+    assert prof.profile_names() == ["ablations", "curves", "paper", "quick", "smoke"]
+    smoke, quick, paper, ablations = (prof.load_profile(n) for n in ("smoke", "quick", "paper", "ablations"))
+    assert smoke.offline_tasks and set(smoke.tasks) == set(OFFLINE) and smoke.methods == ALL_METHODS
+    assert smoke.seeds == (0, 1) and smoke.alpha_sweep and smoke.requires == ()  # plain_matched with 2 seeds
+    assert quick.methods == HEADLINE and len(quick.seeds) >= 3 and {"sst2", "conll2003"} <= set(quick.tasks)
+    assert not quick.alpha_sweep and quick.requires == () and quick.report_to == ("tensorboard",)
+    assert smoke.models == ("tiny-bert",) and quick.models == ablations.models == ("minilm",)
+    assert len(ablations.seeds) >= 3 and ablations.alpha_sweep and set(ablations.tasks) <= set(quick.tasks)
+    assert {"lp", "lp_ft", "kd_pre", "kd_fine", "hybrid_output", "hybrid_a0.25", "hybrid", "hybrid_a0.75"} <= set(
+        ablations.methods
+    )
     assert paper.models == ("bert-base-uncased", "roberta-base") and paper.seeds == (0, 1, 2, 3, 4)
     assert set(paper.requires) == {"gpu", "hub"} and "train_size" not in paper.run  # full data
-    fields, _ = paper.settings("roberta-base", "rte", "lora")
+    fields, _ = paper.settings("roberta-base", "rte", "lora_paper")
     assert (fields["learning_rate"], fields["epochs"], fields["max_length"]) == (5e-4, 80.0, 512)
+    fields, _ = paper.settings("roberta-base", "rte", "lora")  # the budget-rule row is not the recipe
+    assert (fields["epochs"], fields["max_length"]) == (3.0, 128) and "learning_rate" not in fields
     fields, _ = paper.settings("bert-base-uncased", "mrpc", "plain")
     assert (fields["learning_rate"], fields["epochs"]) == (2e-5, 5.0)
     assert "learning_rate" not in paper.settings("bert-base-uncased", "cola", "adapter")[0]
+
+
+STAGED = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine")
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations"])
+def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
+    """Every method of a (model, task) gets the same epochs, max length and batch size (lora_paper excepted, by
+    name); every teacher-stage method the same LP-FT teacher; plain_matched the hybrid stages' epochs."""
+    from hybridft.methods import get_method
+
+    p = prof.load_profile(name)
+    for spec in prof.build_matrix(p, tasks=p.tasks):
+        if spec.method == "lora_paper":
+            continue
+        cfg = spec.config
+        ref = next(s.config for s in prof.build_matrix(p, tasks=[cfg.task], methods=[p.methods[0]])
+                   if s.config.model == cfg.model)  # fmt: skip
+        assert (cfg.epochs, cfg.max_length, cfg.batch_size, cfg.train_size, cfg.dev_size) == (
+            ref.epochs, ref.max_length, ref.batch_size, ref.train_size, ref.dev_size), spec.label()  # fmt: skip
+    for model in p.models:
+        for task in p.tasks:
+            teachers = set()
+            for method in STAGED:
+                if method in p.methods or method == p.sweep_method:
+                    run_fields, args = p.settings(model, task, method)
+                    config = get_method(method).make_config(args, run_fields.get("learning_rate"))
+                    teachers.add((config.ft_learning_rate, config.ft_epochs, config.lp_learning_rate, config.lp_epochs,
+                                  config.ft_warmup_ratio, config.ft_weight_decay))  # fmt: skip
+            assert len(teachers) <= 1, (name, model, task, teachers)
+            if "plain_matched" in p.methods:
+                run_fields, args = p.settings(model, task, "plain_matched")
+                matched = get_method("plain_matched").make_config(args, run_fields.get("learning_rate"))
+                run_fields, args = p.settings(model, task, "hybrid")
+                hybrid = get_method("hybrid").make_config(args, run_fields.get("learning_rate"))
+                assert (matched.lp_epochs, matched.ft_epochs, matched.student_epochs) == (
+                    hybrid.lp_epochs, hybrid.ft_epochs, None)  # fmt: skip
+                assert matched.learning_rate == hybrid.ft_learning_rate  # plain's recipe = the teacher's
+
+
+def test_variants_apply_after_overrides_and_name_their_row():
+    p = _profile(methods=["plain", "lora", "lora_r4"], variant=[{"name": "lora_r4", "method": "lora", "r": 4}],
+                 override=[{"method": "lora", "r": 16, "learning_rate": 1e-3}])  # fmt: skip
+    assert p.settings("tiny-bert", "cola", "lora_r4") == ({"train_size": 32, "epochs": 1.0, "learning_rate": 1e-3},
+                                                          (("r", 4),))  # fmt: skip
+    specs = prof.build_matrix(p, config_factory=RunConfig)
+    variant = [s for s in specs if s.method == "lora_r4"]
+    assert len(variant) == 4 and all(s.config.method == "lora" for s in variant)
+    assert len({s.key for s in specs}) == len(specs)
+    with pytest.raises(ValueError, match="variant names must be unique"):
+        _profile(variant=[{"name": "a", "method": "lora"}, {"name": "a", "method": "plain"}])
 
 
 def test_overrides_apply_in_order_and_split_run_fields_from_method_args():
@@ -60,7 +120,10 @@ def test_bad_profiles_are_named(extra, message):
 
 
 def test_unknown_profile_is_named():
-    with pytest.raises(ValueError, match=r"unknown profile 'fast'; expected one of \['paper', 'quick', 'smoke'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'paper', 'quick', 'smoke'\]",
+    ):
         prof.load_profile("fast")
 
 
@@ -88,7 +151,7 @@ def test_data_dir_selects_the_offline_tasks_and_does_not_change_keys(data_dir):
     without = prof.build_matrix(smoke, config_factory=RunConfig)
     assert {s.config.task for s in with_dir} == set(offline_task_names(data_dir)) == set(OFFLINE)
     assert [s.key for s in with_dir] == [s.key for s in without]
-    assert len(with_dir) == len(OFFLINE) * (len(ALL_METHODS) + 1)
+    assert len(with_dir) == len(OFFLINE) * (len(ALL_METHODS) + 1) * len(smoke.seeds)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 40])
@@ -110,7 +173,7 @@ def test_bad_shard_text_is_named(text):
     assert prof.parse_shard("2/8") == (2, 8)
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "curves"])
 def test_every_profile_run_has_a_valid_method_config(name):
     from hybridft.methods import get_method
 
@@ -119,6 +182,8 @@ def test_every_profile_run_has_a_valid_method_config(name):
         config = get_method(spec.config.method).make_config(spec.config.method_args, spec.config.learning_rate)
         if spec.config.learning_rate is not None:
             assert getattr(config, get_method(spec.config.method).lr_field) == spec.config.learning_rate
-    lora = [s for s in specs if s.config.method == "lora" and s.config.model == "roberta-base"]
+    if name != "paper":
+        return
+    lora = [s for s in specs if s.method == "lora_paper" and s.config.model == "roberta-base"]
     assert all(dict(s.config.method_args) == {"r": 8, "lora_alpha": 16, "weight_decay": 0.1, "warmup_ratio": 0.06}
                for s in lora)  # fmt: skip

@@ -23,11 +23,11 @@ def test_splice_replaces_only_the_block_and_check_detects_staleness(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     name = "results/quick"
     path = tmp_path / "README.md"
-    path.write_text(f"intro\n<!-- results:{name}:start -->\nold\n<!-- results:{name}:end -->\noutro\n")
+    path.write_text(f"intro\n<!-- results:{name}:start -->\nSTALE-BLOCK\n<!-- results:{name}:end -->\noutro\n")
     assert readme.main([name, "--check"]) == 1
     assert readme.main([name]) == 0
     text = path.read_text()
-    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old" not in text
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "STALE-BLOCK" not in text
     assert "### Headline metric" in text and "### Cost per run" in text and "### Per seed" not in text
     assert "81.0" in text and "79.0" in text
     assert "Wall time of the 2 runs" in text and "3.0 min" in text

@@ -40,7 +40,7 @@ def broken_lora_profile(tmp_path) -> Path:
 def test_failed_run_is_recorded_bench_goes_on_and_resume_skips(tmp_path, data_dir, monkeypatch, capsys,
                                                               broken_lora_profile):  # fmt: skip
     out = tmp_path / "out"
-    args = ["--profile", str(broken_lora_profile), "--tasks", "rte", "--methods", "lora", "plain",
+    args = ["--profile", str(broken_lora_profile), "--tasks", "rte", "--methods", "lora", "plain", "--seeds", "0",
             "--data-dir", str(data_dir), "--output", str(out)]  # fmt: skip
     assert _bench(*args) == 0
     first = rec.read_file(out / "runs.jsonl")
@@ -74,7 +74,7 @@ def test_failed_run_is_recorded_bench_goes_on_and_resume_skips(tmp_path, data_di
 
 @pytest.mark.slow
 def test_launched_worker_writes_the_same_record(tmp_path, data_dir):
-    args = ["--profile", "smoke", "--tasks", "rte", "--methods", "plain", "--data-dir", str(data_dir)]
+    args = ["--profile", "smoke", "--tasks", "rte", "--methods", "plain", "--seeds", "0", "--data-dir", str(data_dir)]
     assert _bench(*args, "--output", str(tmp_path / "a")) == 0
     assert _bench(*args, "--output", str(tmp_path / "b"), "--launcher", "python") == 0
     (a,), (b,) = rec.read_file(tmp_path / "a" / "runs.jsonl"), rec.read_file(tmp_path / "b" / "runs.jsonl")
@@ -85,7 +85,7 @@ def test_launched_worker_writes_the_same_record(tmp_path, data_dir):
 @pytest.mark.slow
 def test_torchrun_launcher_trains_one_run_on_two_processes(tmp_path, data_dir):
     launcher = "python -m torch.distributed.run --standalone --nproc_per_node=2"
-    args = ["--profile", "smoke", "--tasks", "rte", "--methods", "plain", "--data-dir", str(data_dir)]
+    args = ["--profile", "smoke", "--tasks", "rte", "--methods", "plain", "--seeds", "0", "--data-dir", str(data_dir)]
     assert _bench(*args, "--output", str(tmp_path), "--launcher", launcher) == 0
     (record,) = rec.read_file(tmp_path / "runs.jsonl")
     assert record["status"] == "ok" and record["world_size"] == 2  # DDP really ran (gloo on CPU)
@@ -93,7 +93,7 @@ def test_torchrun_launcher_trains_one_run_on_two_processes(tmp_path, data_dir):
 
 
 def _start(out: Path, data_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bench", "--profile", "smoke", "--tasks", "rte", "--methods", "plain", "lora",
+    cmd = [sys.executable, "-m", "bench", "--profile", "smoke", "--tasks", "rte", "--seeds", "0", "--methods", "plain", "lora",
            "adapter", "--data-dir", str(data_dir), "--output", str(out), "--no-progress", "--no-tables"]  # fmt: skip
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
