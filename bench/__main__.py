@@ -107,14 +107,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_to == "profile"
         else tuple(x for x in [args.report_to] if x != "none"),
     )
+    import signal
     import time
 
-    cache_empty = runner.cache_is_empty(opts.cache_dir)
+    def _terminate(signum, frame):  # SIGTERM (a scheduler, pkill) stops like Ctrl-C: the session is still recorded
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    keys = {s.key for s in specs}
+    before = keys & rec.finished_keys(rec.load_records(output))
+    cached_at_start = runner.cached_artifacts(opts.cache_dir)
     started = time.perf_counter()
-    written = runner.run_matrix(specs, profile, opts)
-    if written:
-        runner.record_session(opts, profile, matrix=len(specs), ran=len(written),
-                              wall_s=time.perf_counter() - started, cache_empty=cache_empty)  # fmt: skip
+    interrupted = True
+    try:
+        runner.run_matrix(specs, profile, opts)
+        interrupted = False
+    finally:
+        ran = len(keys & rec.finished_keys(rec.load_records(output)) - before)
+        if ran:
+            runner.record_session(opts, profile, matrix=len(specs), ran=ran, wall_s=time.perf_counter() - started,
+                                  cached_at_start=cached_at_start, interrupted=interrupted)  # fmt: skip
     if not args.no_tables:
         from bench import tables
 

@@ -44,15 +44,21 @@ def session_lines(directory: Path) -> list[str]:
         if not raw.strip():
             continue
         s = json.loads(raw)
-        cache = "from an empty stage cache" if s.get("cache_empty_at_start") else "with stages already cached"
+        cached = s.get("cached_artifacts_at_start")
+        if s.get("cache_empty_at_start"):
+            cache = "from an empty stage cache"
+        else:
+            cache = f"with {cached} stage artifacts already cached" if cached is not None else "with a warm stage cache"
         setup = ""
         if s.get("venv_setup_s") is not None:
             kind = "building a fresh venv" if s.get("venv_fresh") else "checking the existing venv"
             setup = f"; before it, nox's install step took {s['venv_setup_s'] / 60:.1f} min ({kind})"
+        stopped = " (interrupted)" if s.get("interrupted") else ""
         lines.append(
-            f"Measured: `nox -s bench` ran {s['runs_executed']} of the {s['matrix_runs']} runs in "
+            f"Measured: `nox -s bench`{stopped} ran {s['runs_executed']} of the {s['matrix_runs']} runs in "
             f"{s['wall_time_s'] / 60:.1f} min, {cache}, on {_hardware(s)}, git {str(s.get('git_revision'))[:12]}"
-            f"{' (dirty)' if s.get('git_dirty') else ''}, started {s.get('timestamp', '?')}{setup}."
+            f"{' (dirty)' if s.get('git_dirty') else ''}, started {s.get('started_at', '?')}{setup}"
+            + (f" (time reconstructed {s['reconstructed']})." if s.get("reconstructed") else ".")
         )
     return lines
 

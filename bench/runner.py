@@ -216,30 +216,38 @@ def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions) -> li
 SESSIONS_FILE = "sessions.jsonl"
 
 
-def cache_is_empty(cache_dir: Path) -> bool:
-    """No stage artifact and no cached teacher logits yet (a bench started from scratch)."""
-    return not any((cache_dir / sub).glob("*") for sub in ("stages", "teacher_logits"))
+def cached_artifacts(cache_dir: Path) -> int:
+    """How many stage artifacts and cached teacher logits the cache holds (0: a bench started from scratch)."""
+    return sum(
+        1 for sub in ("stages", "teacher_logits") for p in (cache_dir / sub).glob("*") if not p.name.startswith(".")
+    )
 
 
 def record_session(opts: BenchOptions, profile: Profile, *, matrix: int, ran: int, wall_s: float,
-                   cache_empty: bool) -> dict[str, Any]:  # fmt: skip
+                   cached_at_start: int, interrupted: bool = False) -> dict[str, Any]:  # fmt: skip
     """Append one line to OUTPUT/sessions.jsonl: how long this bench invocation took, on what, from what cache.
 
     The README's stated wall time comes from these lines, never from a typed number. ``venv_setup_s`` is the
     nox install step of the same invocation (``HYBRIDFT_VENV_SETUP_S``, set by noxfile.py) and ``venv_fresh``
     whether it built the venv from nothing."""
+    import datetime as dt
+
     from hybridft.provenance import collect
 
     setup = os.environ.get("HYBRIDFT_VENV_SETUP_S")
+    started_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=wall_s)
     session = {
         "profile": profile.name,
         "matrix_runs": matrix,
         "runs_executed": ran,
         "wall_time_s": round(wall_s, 1),
-        "cache_empty_at_start": cache_empty,
+        "cache_empty_at_start": cached_at_start == 0,
+        "cached_artifacts_at_start": cached_at_start,
+        "interrupted": interrupted,
         "venv_setup_s": round(float(setup), 1) if setup else None,
         "venv_fresh": os.environ.get("HYBRIDFT_VENV_FRESH") == "1" if setup else None,
         **collect(),
+        "started_at": started_at.isoformat(timespec="seconds"),
     }
     path = opts.output / SESSIONS_FILE
     with rec._locked(path):

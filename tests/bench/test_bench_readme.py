@@ -43,3 +43,23 @@ def test_missing_markers_are_named(tmp_path, monkeypatch):
     (tmp_path / "README.md").write_text("no markers here\n")
     with pytest.raises(ValueError, match="results:results/quick:start"):
         readme.main(["results/quick"])
+
+
+def test_session_lines_state_the_measured_time_from_the_sessions_file(tmp_path):
+    import json
+
+    sessions = [
+        {"profile": "quick", "matrix_runs": 54, "runs_executed": 19, "wall_time_s": 741.0, "cache_empty_at_start": True,
+         "cached_artifacts_at_start": 0, "interrupted": True, "venv_setup_s": None, "hardware": {"cpu": "Xeon",
+         "cpu_count": 2}, "git_revision": "abcdef0123456789", "git_dirty": False, "started_at": "2026-12-01T21:07:43"},
+        {"profile": "quick", "matrix_runs": 54, "runs_executed": 35, "wall_time_s": 1800.0,
+         "cache_empty_at_start": False, "cached_artifacts_at_start": 9, "interrupted": False, "venv_setup_s": 150.0,
+         "venv_fresh": True, "hardware": {"cpu": "Xeon", "cpu_count": 2}, "git_revision": "abcdef0123456789",
+         "git_dirty": True, "started_at": "2026-12-01T22:00:00"},
+    ]  # fmt: skip
+    (tmp_path / "sessions.jsonl").write_text("".join(json.dumps(s) + "\n" for s in sessions))
+    first, second = readme.session_lines(tmp_path)
+    assert "(interrupted) ran 19 of the 54 runs in 12.3 min, from an empty stage cache, on Xeon (2 cores)" in first
+    assert "30.0 min, with 9 stage artifacts already cached" in second and "(dirty)" in second
+    assert "install step took 2.5 min (building a fresh venv)" in second
+    assert readme.session_lines(tmp_path / "nothing") == []

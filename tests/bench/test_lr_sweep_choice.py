@@ -34,9 +34,10 @@ def test_profile_rates_are_the_sweep_choice(name):
                 run_fields, args = profile.settings(model, task, method)
                 base = profile.base_method(method)
                 config = get_method(base).make_config(args, run_fields.get("learning_rate"))
+                full_ft = lr_sweep.rate_for(chosen, "plain", task)
                 if method in FULL_FT or base in ("plain", "plain_matched"):
-                    assert config.learning_rate == chosen["plain"], (name, method)
+                    assert config.learning_rate == full_ft, (name, task, method)
                 if method in TEACHER:
-                    assert config.ft_learning_rate == chosen["plain"], (name, method)
+                    assert config.ft_learning_rate == full_ft, (name, task, method)
                 if base in ("adapter", "lora"):
-                    assert config.learning_rate == chosen[base], (name, method)
+                    assert config.learning_rate == lr_sweep.rate_for(chosen, base, task), (name, task, method)
