@@ -52,6 +52,27 @@ def _method_index(method: str) -> int:
     return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(map(ord, method))
 
 
+def _point(ax, x: float, y: float, err: float, marker: str, method: str) -> None:
+    """One method's mean with its seed spread, in the method's colour (the same across panels and models)."""
+    ax.errorbar([x], [y], yerr=[err], fmt=marker, color=f"C{_method_index(method) % 10}", capsize=2)
+    ax.annotate(method, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+
+
+def _label(ax, task: str, xlabel: str, ylabel: str = "headline (%)") -> None:
+    ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_ylabel(ylabel, fontsize=7)
+    ax.tick_params(which="both", labelsize=6)
+
+
+def _save(plt, fig, path: Path, title: str) -> Path:
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
+    plt.close(fig)
+    return path
+
+
 def params_vs_score(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Headline vs. trainable parameters per task; None when no run has both."""
     models, tasks, methods = layout(runs)
@@ -68,19 +89,10 @@ def params_vs_score(runs: list[dict[str, Any]], path: Path) -> Path | None:
                 if not cell or not cell.scores or not x:
                     continue
                 err = statistics.stdev(cell.scores) if len(cell.scores) > 1 else 0.0
-                color = f"C{_method_index(method) % 10}"  # one colour per method across panels and models
-                ax.errorbar([x], [cell.mean], yerr=[err], fmt=markers[mi % len(markers)], color=color, capsize=2)
-                ax.annotate(method, (x, cell.mean), fontsize=6, xytext=(3, 2), textcoords="offset points")
+                _point(ax, x, cell.mean, err, markers[mi % len(markers)], method)
         ax.set_xscale("log")
-        ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
-        ax.set_xlabel("trainable parameters", fontsize=7)
-        ax.set_ylabel("headline (%)", fontsize=7)
-        ax.tick_params(which="both", labelsize=6)
-    fig.suptitle("Score vs. trainable parameters (" + ", ".join(models) + ")", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
-    plt.close(fig)
-    return path
+        _label(ax, task, "trainable parameters")
+    return _save(plt, fig, path, "Score vs. trainable parameters (" + ", ".join(models) + ")")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -120,23 +132,14 @@ def score_vs_flops(runs: list[dict[str, Any]], path: Path) -> Path | None:
         for mi, model in enumerate(models):
             found = points.get((task, model), [])
             for x, y, err, method in found:
-                color = f"C{_method_index(method) % 10}"
-                ax.errorbar([x], [y], yerr=[err], fmt=markers[mi % len(markers)], color=color, capsize=2)
-                ax.annotate(method, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+                _point(ax, x, y, err, markers[mi % len(markers)], method)
             front = [found[i] for i in pareto_front([(x, y) for x, y, _, _ in found])]
             if len(front) > 1:
                 ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="0.4",
                         linestyle=_LINESTYLES[1], linewidth=0.8)  # fmt: skip
         ax.set_xscale("log")
-        ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
-        ax.set_xlabel("train FLOPs (all stages)", fontsize=7)
-        ax.set_ylabel("headline (%)", fontsize=7)
-        ax.tick_params(which="both", labelsize=6)
-    fig.suptitle("Score vs. training compute, Pareto front dashed (" + ", ".join(models) + ")", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
-    plt.close(fig)
-    return path
+        _label(ax, task, "train FLOPs (all stages)")
+    return _save(plt, fig, path, "Score vs. training compute, Pareto front dashed (" + ", ".join(models) + ")")
 
 
 def last_stage(record: dict[str, Any]) -> str | None:
@@ -181,17 +184,10 @@ def loss_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
                     label = method if len(models) == 1 else f"{model} {method}"
                     ax.plot(steps, losses, color=f"C{_method_index(method) % 10}", linewidth=0.8,
                             linestyle=_LINESTYLES[mi % len(_LINESTYLES)], label=label)  # fmt: skip
-        ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
-        ax.set_xlabel("optimizer step (last stage)", fontsize=7)
-        ax.set_ylabel("training loss", fontsize=7)
-        ax.tick_params(which="both", labelsize=6)
+        _label(ax, task, "optimizer step (last stage)", "training loss")
         if ax.lines:
             ax.legend(fontsize=5)
-    fig.suptitle("Training loss of each method's own stage (lowest seed)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, "Training loss of each method's own stage (lowest seed)")
 
 
 def alpha_sweep_plot(sweeps: list[dict[str, Any]], path: Path) -> Path | None:
@@ -213,16 +209,9 @@ def alpha_sweep_plot(sweeps: list[dict[str, Any]], path: Path) -> Path | None:
                             points.setdefault(float(p["alpha"]), []).append(value)
             alphas = sorted(points)
             ax.plot(alphas, [statistics.fmean(points[a]) for a in alphas], marker="o", markersize=3, label=model)
-        ax.set_title(TASK_LABELS.get(task, task), fontsize=9)
-        ax.set_xlabel("α (weight of the pretrained model)", fontsize=7)
-        ax.set_ylabel("headline (%)", fontsize=7)
-        ax.tick_params(which="both", labelsize=6)
+        _label(ax, task, "α (weight of the pretrained model)")
         ax.legend(fontsize=6)
-    fig.suptitle("WiSE-FT weight mix θ = α·θ_pre + (1−α)·θ_fine", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, "WiSE-FT weight mix θ = α·θ_pre + (1−α)·θ_fine")
 
 
 def write_plots(records: list[dict[str, Any]], directory: str | Path) -> list[Path]:
