@@ -6,9 +6,11 @@ Examples:
     python -m bench --profile paper --shard 3/8          # one of 8 SLURM array tasks; same options on each
     python -m bench --profile paper --launcher "torchrun --standalone --nproc_per_node=4"
     python -m bench --profile quick --list               # the matrix and which runs are done
+    python -m bench --profile quick --tasks sst2 --shift sst2:tweets=/data/tweets.parquet   # one more shift set
 
 Rerunning the same command resumes: finished runs (ok or diverged) are skipped, failed ones too unless
---retry-failed. Shard K/N writes OUTPUT/runs-K-of-N.jsonl, an unsharded bench OUTPUT/runs.jsonl; tables merge all.
+--retry-failed. A run's shift sets are part of its identity: adding one (--shift, or in the profile) runs the
+task's runs again (final weights are not kept), and --list shows them as pending. Shard K/N writes OUTPUT/runs-K-of-N.jsonl, an unsharded bench OUTPUT/runs.jsonl; tables merge all.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", help="only these methods; 'alpha_sweep' is the α-curve pseudo-method")
     p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: the profile's)")
     p.add_argument("--data-dir", help="local data folder (default $HYBRIDFT_DATA_DIR, else the Hugging Face hub)")
+    p.add_argument("--shift", action="append", default=[], metavar="TASK:NAME=PATH",
+                   help="evaluate TASK's runs also on this parquet file in the task's schema (repeatable); "
+                   "registered sets (hybridft.shift) are always evaluated")  # fmt: skip
+    p.add_argument("--shift-dir", help="folder holding the registered shift sets (ood/<name>/test.parquet; default "
+                   "$HYBRIDFT_SHIFT_DIR, else the data folder)")  # fmt: skip
     p.add_argument("--output", type=Path, help="results folder (default results/<profile>)")
     p.add_argument("--cache-dir", type=Path, help="stage artifacts and run scratch (default OUTPUT/artifacts)")
     p.add_argument("--shard", help="K/N: run only shard K of N (whole model/task/seed groups, round-robin)")
@@ -58,15 +65,35 @@ def _data_dir(text: str | None) -> str | None:
     return str(path.resolve()) if path is not None else None
 
 
+def parse_shifts(values: list[str]) -> dict[str, list[str]]:
+    """--shift TASK:NAME=PATH values → task → ["NAME=PATH", ...]; exits naming a bad value."""
+    from hybridft.shift import parse_cli_shift
+
+    out: dict[str, list[str]] = {}
+    for text in values:
+        try:
+            task, spec = parse_cli_shift(text)
+        except (ValueError, FileNotFoundError) as err:
+            sys.exit(f"--shift: {err}")
+        out.setdefault(task, []).append(spec)
+    return out
+
+
 def list_matrix(specs: list[prof.RunSpec], output: Path) -> None:
-    """One line per run with its recorded status (or 'pending'), then the counts."""
+    """One line per run with its recorded status (or 'pending') and its shift sets, then the counts.
+
+    A run recorded with other shift sets has another key, so it shows as pending: it will run again."""
     status = {r["key"]: r["status"] for r in rec.load_records(output)}
     counts: dict[str, int] = {}
     for i, spec in enumerate(specs, start=1):
         state = status.get(spec.key, "pending")
         counts[state] = counts.get(state, 0) + 1
-        print(f"{i:4d} {state:8s} {spec.key} {spec.label()}")
+        names = [s.partition("=")[0] for s in spec.config.shifts]
+        print(f"{i:4d} {state:8s} {spec.key} {spec.label()}" + (f" +shift {','.join(names)}" if names else ""))
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty matrix")
+    if any(spec.config.shifts for spec in specs):
+        print("shift sets are part of a run's identity: a run finished without one of its sets is pending and "
+              "runs again (final weights are not kept)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.tasks) - set(task_names()))
         if unknown:
             sys.exit(f"--tasks: unknown {unknown}; known tasks: {', '.join(task_names())}")
-    specs = prof.build_matrix(profile, tasks=args.tasks, methods=args.methods, seeds=args.seeds, data_dir=data_dir)
+    extra_shifts = parse_shifts(args.shift)
+    specs = prof.build_matrix(profile, tasks=args.tasks, methods=args.methods, seeds=args.seeds, data_dir=data_dir,
+                              extra_shifts=extra_shifts, shift_dir=args.shift_dir)  # fmt: skip
     shard = prof.parse_shard(args.shard) if args.shard else None
     if shard:
         specs = prof.shard(specs, *shard)

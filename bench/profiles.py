@@ -35,7 +35,7 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 ALPHA_SWEEP = "alpha_sweep"
 # RunConfig fields a profile may set; every other override key goes to the method config (method_args).
 RUN_FIELDS = ("train_size", "eval_size", "max_length", "epochs", "batch_size", "eval_batch_size", "learning_rate",
-              "batching", "dev_size", "eval_on")  # fmt: skip
+              "batching", "dev_size", "eval_on", "shifts", "shift_size")  # fmt: skip
 REPORT_TARGETS = ("tensorboard",)
 MATCH_KEYS = ("model", "task", "method")
 
@@ -252,8 +252,14 @@ def build_matrix(
     seeds: Iterable[int] | None = None,
     data_dir: str | Path | None = None,
     config_factory: Callable[..., Any] | None = None,
+    extra_shifts: Mapping[str, Iterable[str]] | None = None,
+    shift_dir: str | Path | None = None,
 ) -> list[RunSpec]:
-    """Every run of the profile, narrowed to the given tasks/methods/seeds, in matrix order."""
+    """Every run of the profile, narrowed to the given tasks/methods/seeds, in matrix order.
+
+    ``extra_shifts``: task → shift-set specs ("NAME=PATH", the CLI's --shift) added to that task's runs, after the
+    sets the profile gives them (its ``shifts``, default every registered set of the task). They change the runs'
+    config hash, so a run finished without them is run again."""
     make = config_factory or _default_config_factory()
     task_list = list(tasks) if tasks else list(resolve_tasks(profile, data_dir))
     all_methods = [*profile.methods, *([ALPHA_SWEEP] if profile.alpha_sweep else [])]
@@ -270,9 +276,15 @@ def build_matrix(
                 for method in method_list:
                     row = profile.sweep_method if method == ALPHA_SWEEP else method
                     run_fields, method_args = profile.settings(model, task, row)
+                    added = tuple((extra_shifts or {}).get(task, ()))
+                    if added and run_fields.get("eval_on", "eval") == "eval":
+                        from hybridft.shift import default_specs
+
+                        given = run_fields.get("shifts")
+                        run_fields["shifts"] = (*(default_specs(task) if given is None else given), *added)
                     cfg = make(task=task, method=profile.base_method(row), seed=seed, model=model,
                                method_args=method_args, data_dir=str(data_dir) if data_dir else None,
-                               **run_fields)  # fmt: skip
+                               **({"shift_dir": str(shift_dir)} if shift_dir else {}), **run_fields)  # fmt: skip
                     if method == ALPHA_SWEEP:
                         specs.append(RunSpec(cfg, kind=ALPHA_SWEEP, alphas=profile.alphas))
                     else:

@@ -81,7 +81,8 @@ def sweep_result(curve: list[dict[str, Any]]) -> dict[str, Any]:
     finite = [p for p in curve if isinstance(p.get("headline"), (int, float)) and p["headline"] == p["headline"]]
     best = max(finite, key=lambda p: p["headline"]) if finite else None
     return {
-        "curve": [{"alpha": p["alpha"], "headline": p["headline"], "metrics": p.get("metrics", {})} for p in curve],
+        "curve": [{"alpha": p["alpha"], "headline": p["headline"], "metrics": p.get("metrics", {}),
+                   **({"shift": p["shift"]} if p.get("shift") else {})} for p in curve],  # fmt: skip
         "metrics": {"best_alpha": best["alpha"]} if best else {},
         "headline": best["headline"] if best else None,
         "status": "ok" if best else "diverged",
@@ -117,7 +118,7 @@ class WorkerError(RuntimeError):
 
 
 def spec_to_json(spec: RunSpec, cache_dir: Path) -> dict[str, Any]:
-    return {"config": spec.config.to_dict() | {"data_dir": spec.config.data_dir}, "kind": spec.kind,
+    return {"config": spec.config.to_dict(), "kind": spec.kind,
             "alphas": list(spec.alphas), "cache_dir": str(cache_dir)}  # fmt: skip
 
 
@@ -136,7 +137,7 @@ def build_record(spec: RunSpec, profile: str, outcome: dict[str, Any], wall_s: f
 
     cfg = spec.config
     task = get_task(cfg.task)
-    config = {k: v for k, v in cfg.to_dict().items() if k != "data_dir"}
+    config = {k: v for k, v in cfg.to_dict().items() if k not in ("data_dir", "shift_dir")}
     record = {
         "key": spec.key,
         "kind": spec.kind,

@@ -14,6 +14,9 @@ is scored on the same examples). Measurements:
   their recorded cost (`hybridft.compute`); ``stages`` lists each stage, ``curves`` its training-loss series.
 - ``majority_baseline``, ``failed_to_learn``, ``eval_stats``: see `hybridft.scoring`.
 - ``extra_metrics``: the task's extra evaluation splits (MNLI mismatched), same eval_size subset rule.
+- ``shift_metrics``: per shift set of the run (`hybridft.shift`; a seeded ``shift_size`` subset): role, metrics,
+  headline, majority baseline, failed_to_learn, eval_stats and subset; ``shift_skipped``: the registered sets whose
+  file was not found; ``shift_eval_time_s``: loading, preprocessing and scoring them (not in ``eval_time_s``).
 - ``trainable_params``: of the stage the method trains; ``total_params``: every weight used at inference (both
   models for ``hybrid_output``).
 - ``status``: "diverged" when a training loss was non-finite; metrics are still computed when possible.
@@ -54,7 +57,12 @@ class RunConfig:
     batching: str = "bucketed"  # hybridft.batching: "bucketed" (length-bucketed, shuffled batch order) or "random"
     dev_size: int | None = None  # examples held out of the train split as the dev split (None: no dev split)
     eval_on: str = "eval"  # "eval": the task's evaluation split; "dev": the dev split (learning-rate sweeps)
+    # Evaluation-only shift sets (hybridft.shift): registered names or "NAME=PATH"; None → every registered set of
+    # the task (none with eval_on="dev"). shift_size: a seeded subset of each set (None: the whole set).
+    shifts: tuple[str, ...] | None = None
+    shift_size: int | None = None
     data_dir: str | None = None
+    shift_dir: str | None = None  # where relative shift paths live (default $HYBRIDFT_SHIFT_DIR, else data_dir)
 
     def __post_init__(self) -> None:
         if isinstance(self.method_args, dict):
@@ -83,15 +91,41 @@ class RunConfig:
             raise ValueError(f"RunConfig.eval_on must be one of {EVAL_TARGETS}, got {self.eval_on!r}")
         if self.eval_on == "dev" and self.dev_size is None:
             raise ValueError("RunConfig.eval_on='dev' needs a dev split: set dev_size")
+        self._resolve_shifts()
+
+    def _resolve_shifts(self) -> None:
+        from hybridft import shift
+
+        if self.shift_size is not None and (not isinstance(self.shift_size, int) or self.shift_size < 1):
+            raise ValueError(f"RunConfig.shift_size must be None or an integer >= 1, got {self.shift_size!r}")
+        if self.shifts is None:
+            specs = shift.default_specs(self.task) if self.eval_on == "eval" else ()
+        elif isinstance(self.shifts, str):
+            raise ValueError(f"RunConfig.shifts must be a list of set names or NAME=PATH specs, got {self.shifts!r}")
+        else:
+            specs = tuple(self.shifts)
+            if specs and self.eval_on != "eval":
+                raise ValueError("RunConfig.shifts: shift sets are scored only with eval_on='eval'")
+        names = [shift.parse_spec(spec, self.task).name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"RunConfig.shifts names a set twice: {list(specs)}")
+        object.__setattr__(self, "shifts", specs)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["method_args"] = [list(pair) for pair in self.method_args]
+        data["shifts"] = list(self.shifts)
         return data
 
     def config_hash(self) -> str:
+        """Hash of what defines the run: not the folders, and the shift fields only when a run has shift sets (so
+        runs of tasks without any keep the hash they had before shift sets existed)."""
         data = self.to_dict()
-        del data["data_dir"]
+        del data["data_dir"], data["shift_dir"]
+        if not data["shifts"]:
+            del data["shifts"]
+            if data["shift_size"] is None:
+                del data["shift_size"]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=repr)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -101,6 +135,7 @@ class PreparedData:
     """The task, tokenizer, preprocessed train and eval features, eval examples and subset descriptions.
 
     ``extra_evals``: (split name, features, examples) of the task's extra evaluation splits (MNLI mismatched).
+    ``shifts``: the run's shift sets that could be read, ``shift_skipped`` the names of those that could not.
     """
 
     task: Any
@@ -111,6 +146,47 @@ class PreparedData:
     subsets: dict[str, dict]
     data_key: dict
     extra_evals: list = dataclasses.field(default_factory=list)
+    shifts: list[PreparedShift] = dataclasses.field(default_factory=list)
+    shift_skipped: list[str] = dataclasses.field(default_factory=list)
+    shift_prepare_s: float = 0.0
+
+
+@dataclass
+class PreparedShift:
+    """One shift set of a run: its description, preprocessed features, examples and subset."""
+
+    shift: Any  # hybridft.shift.ShiftSet
+    features: Any
+    examples: Any
+    subset: dict
+
+
+_SKIP_NOTICES: set[tuple[str, str]] = set()
+
+
+def prepare_shifts(cfg: RunConfig, task, features) -> tuple[list[PreparedShift], list[str]]:
+    """The run's shift sets, subset to ``cfg.shift_size`` (seed `EVAL_SUBSET_SEED`) and preprocessed, and the
+    names of the registered ones whose file is not there (one printed line per folder and task says so)."""
+    from hybridft import shift
+    from hybridft.data import subset
+
+    if not cfg.shifts:
+        return [], []
+    root = shift.shift_root(cfg.data_dir, cfg.shift_dir)
+    prepared, skipped = [], []
+    for spec in cfg.shifts:
+        entry = shift.parse_spec(spec, task.name)
+        raw = shift.load(entry, task, root)
+        if raw is None:
+            skipped.append(entry.name)
+            continue
+        examples, info = subset(raw, cfg.shift_size, EVAL_SUBSET_SEED, task=task.name, split=f"shift:{entry.name}")
+        prepared.append(PreparedShift(entry, features(examples), examples, info.to_dict()))
+    if skipped and (str(root), task.name) not in _SKIP_NOTICES:
+        _SKIP_NOTICES.add((str(root), task.name))
+        where = f"in {root}" if root is not None else f"(no local folder: set --data-dir or ${shift.SHIFT_DIR_ENV})"
+        print(f"shift sets of {task.name} skipped, files not found {where}: {', '.join(skipped)}", flush=True)
+    return prepared, skipped
 
 
 def qa_stride(max_length: int) -> int:
@@ -181,16 +257,17 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
         subsets[split] = info.to_dict()
     extra = [(split, f, e) for split, f, e, _ in scored[1:]]
     _, eval_features, eval_examples, _ = scored[0]
-    return PreparedData(task, tokenizer, train_features, eval_features, eval_examples, subsets, data_key, extra)
+    start = time.perf_counter()
+    shifts, skipped = prepare_shifts(cfg, task, features)
+    return PreparedData(task, tokenizer, train_features, eval_features, eval_examples, subsets, data_key, extra,
+                        shifts, skipped, time.perf_counter() - start)  # fmt: skip
 
 
-def score(model, task, tokenizer, features, examples, cfg: RunConfig, work_dir: Path, progress: bool, *,
-          with_stats: bool = False):  # fmt: skip
-    """The task's metrics of ``model`` on prepared features (and, ``with_stats``, the per-example statistics)."""
-    from hybridft.scoring import example_stats
+def model_predictions(model, task, tokenizer, features, cfg: RunConfig, work_dir: Path, progress: bool):
+    """Raw outputs of ``model`` on prepared features, as numpy, row-aligned with them."""
     from hybridft.training import predict, to_numpy_predictions
 
-    predictions = to_numpy_predictions(
+    return to_numpy_predictions(
         predict(
             model,
             features,
@@ -200,10 +277,51 @@ def score(model, task, tokenizer, features, examples, cfg: RunConfig, work_dir: 
             progress=progress,
         )
     )
+
+
+def score(model, task, tokenizer, features, examples, cfg: RunConfig, work_dir: Path, progress: bool, *,
+          with_stats: bool = False):  # fmt: skip
+    """The task's metrics of ``model`` on prepared features (and, ``with_stats``, the per-example statistics)."""
+    from hybridft.scoring import example_stats
+
+    predictions = model_predictions(model, task, tokenizer, features, cfg, work_dir, progress)
     metrics = {key: float(value) for key, value in task.compute_metrics(predictions, features, examples).items()}
     if not with_stats:
         return metrics
     return metrics, example_stats(task, predictions, features, examples)
+
+
+def score_shift(model, data: PreparedData, prepared: PreparedShift, cfg: RunConfig, work_dir: Path,
+                progress: bool, *, with_stats: bool = True) -> dict[str, Any]:  # fmt: skip
+    """One shift set's entry of a run record: metrics, headline, trivial baseline, failed_to_learn, eval_stats."""
+    from hybridft.scoring import example_stats, failed_to_learn, majority_baseline
+    from hybridft.shift import entity_metrics
+
+    task, entry = data.task, prepared.shift
+    predictions = model_predictions(model, task, data.tokenizer, prepared.features, cfg, work_dir, progress)
+    metrics = task.compute_metrics(predictions, prepared.features, prepared.examples)
+    types = entry.entity_types
+    if types:
+        predicted = task.word_tags(predictions, prepared.features, prepared.examples)
+        gold = [[task.label_names[i] for i in tags] for tags in prepared.examples[task.tags_column]]
+        metrics |= entity_metrics(task, predicted, gold, types)
+    metrics = {key: float(value) for key, value in metrics.items()}
+    headline_key = entry.headline_for(task)
+    headline = metrics.get(headline_key, float("nan"))
+    baseline = majority_baseline(task, prepared.features, prepared.examples)
+    out = {
+        "role": entry.role,
+        "metrics": metrics,
+        "headline_metric": headline_key,
+        "headline": headline,
+        "majority_baseline": baseline,
+        "failed_to_learn": failed_to_learn(headline, baseline),
+        "subset": prepared.subset,
+    }
+    if with_stats:
+        out["eval_stats"] = example_stats(task, predictions, prepared.features, prepared.examples,
+                                          headline=headline_key, entity_types=types)  # fmt: skip
+    return out
 
 
 def evaluate(model, data: PreparedData, cfg: RunConfig, work_dir: Path, progress: bool) -> dict[str, float]:
@@ -264,7 +382,8 @@ def run_experiment(
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg)
     ctx = train_context(cfg, data, work_dir, cache_dir, progress, log_dir)
-    stats, extra_metrics = None, {}
+    stats, extra_metrics, shift_metrics = None, {}, {}
+    shift_time = data.shift_prepare_s
     with PeakMemory(cpu=measure_cpu_memory) as memory:
         trained = method.train(ctx, config)
         start = time.perf_counter()
@@ -275,11 +394,16 @@ def run_experiment(
                 extra_metrics[split] = score(
                     trained.model, data.task, data.tokenizer, features, examples, cfg, work_dir, progress
                 )
+            eval_time = time.perf_counter() - start
+            for prepared in data.shifts:
+                shift_metrics[prepared.shift.name] = score_shift(trained.model, data, prepared, cfg, work_dir,
+                                                                 progress)  # fmt: skip
+            shift_time += time.perf_counter() - start - eval_time
         except Exception:
             if not trained.diverged:
                 raise
             metrics = {}  # a diverged model's outputs may not decode; the run is still recorded
-        eval_time = time.perf_counter() - start
+            eval_time = time.perf_counter() - start
     headline_key = data.task.headline
     headline = metrics.get(headline_key, float("nan"))
     baseline = majority_baseline(data.task, data.eval_features, data.eval_examples)
@@ -290,6 +414,9 @@ def run_experiment(
         "majority_baseline": baseline,
         "failed_to_learn": failed_to_learn(headline, baseline),
         "extra_metrics": extra_metrics,
+        "shift_metrics": shift_metrics,
+        "shift_skipped": data.shift_skipped,
+        "shift_eval_time_s": shift_time,
         "eval_stats": stats,
         "trainable_params": trained.trainable_params,
         "total_params": trained.total_params,
@@ -308,7 +435,8 @@ def run_experiment(
 def alpha_sweep(
     cfg: RunConfig, alphas=DEFAULT_ALPHAS, *, work_dir: Path, cache_dir: Path, progress: bool = True
 ) -> list[dict]:
-    """WiSE-FT curve: θ(α) = α·θ_pre + (1−α)·θ_fine evaluated at each α (no distillation).
+    """WiSE-FT curve: θ(α) = α·θ_pre + (1−α)·θ_fine evaluated at each α (no distillation), on the evaluation
+    split and (``shift`` of each point, without eval_stats) on the run's shift sets.
 
     The teachers come from the (cached) LP and LP-FT stages configured by ``cfg.method``'s config, which must be a
     staged method (lp_ft, wise_ft, hybrid, kd_pre, kd_fine, hybrid_output).
@@ -328,6 +456,11 @@ def alpha_sweep(
     pair = teachers(ctx, config)
     curve = []
     for alpha in alphas:
-        metrics = evaluate(interpolate_models(pair.pre, pair.fine, alpha), data, cfg, work_dir, progress)
-        curve.append({"alpha": alpha, "metrics": metrics, "headline": metrics[data.task.headline]})
+        model = interpolate_models(pair.pre, pair.fine, alpha)
+        metrics = evaluate(model, data, cfg, work_dir, progress)
+        point = {"alpha": alpha, "metrics": metrics, "headline": metrics[data.task.headline]}
+        if data.shifts:
+            point["shift"] = {p.shift.name: score_shift(model, data, p, cfg, work_dir, progress, with_stats=False)
+                              for p in data.shifts}  # fmt: skip
+        curve.append(point)
     return curve

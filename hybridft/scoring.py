@@ -163,27 +163,34 @@ def _squad_rows(metric: str, answers: dict, examples) -> dict:
     return {"kind": "mean", "rows": rows}
 
 
-def example_stats(task, predictions: Any, features, examples) -> dict | None:
-    """Per-example rows of ``task``'s headline for these predictions (module docstring), or None when the headline
-    has no such form here (SQuAD v2.0's thresholded scores)."""
+def example_stats(task, predictions: Any, features, examples, *, headline: str | None = None,
+                  entity_types: tuple[str, ...] | None = None) -> dict | None:  # fmt: skip
+    """Per-example rows of ``headline`` (default the task's) for these predictions (module docstring), or None when
+    it has no such form here (SQuAD v2.0's thresholded scores). ``entity_types`` (token tasks): count only entities
+    of these types, predicted spans of other types dropped (`hybridft.shift.restrict_entities`)."""
     from hybridft.tasks.base import as_numpy
 
+    headline = headline or task.headline
     if task.kind in ("classification", "regression"):
         logits = as_numpy(predictions)
         labels = np.asarray(features["labels"])
         if task.kind == "regression":
             predicted = logits.reshape(len(logits))
-            kind = {"pearson": "pearson", "spearmanr": "spearman"}.get(task.headline)
+            kind = {"pearson": "pearson", "spearmanr": "spearman"}.get(headline)
             if kind is None:
                 return None
             return {"kind": kind, "rows": np.stack([predicted, labels.astype(float)], axis=1).round(6).tolist()}
-        return _classification_rows(task.headline, logits.argmax(axis=-1), labels)
+        return _classification_rows(headline, logits.argmax(axis=-1), labels)
     if task.kind == "token":
         predicted = task.word_tags(predictions, features, examples)
         gold = [[task.label_names[i] for i in tags] for tags in examples[task.tags_column]]
+        if entity_types:
+            from hybridft.shift import restrict_entities
+
+            predicted, gold = restrict_entities(predicted, entity_types), restrict_entities(gold, entity_types)
         return _entity_rows(predicted, gold)
     if task.kind == "qa" and not getattr(task, "with_null", False):
-        return _squad_rows(task.headline, task.decode(predictions, features, examples), examples)
+        return _squad_rows(headline, task.decode(predictions, features, examples), examples)
     return None
 
 

@@ -246,16 +246,27 @@ def fit(
     )
 
 
-def predict(model, features, collator, *, batch_size: int, output_dir, progress: bool):
-    """Raw model outputs on ``features`` as numpy (logits, or (start, end) for QA), row-aligned with them."""
+def predict(model, features, collator, *, batch_size: int, output_dir, progress: bool, by_length: bool = True):
+    """Raw model outputs on ``features`` as numpy (logits, or (start, end) for QA), row-aligned with them.
+
+    ``by_length``: batches are formed longest first over the features sorted by length (less padding per batch;
+    for short sets about half the padded tokens), and the outputs are put back in the features' order."""
+    import numpy as np
     from transformers import Trainer
 
     spec = TrainSpec(learning_rate=1.0, epochs=1.0, batch_size=1, seed=0)
     args = training_arguments(spec, output_dir, progress=progress, eval_batch_size=batch_size)
     trainer = Trainer(model=model, args=args, data_collator=collator)
     _quiet(trainer, progress)
-    output = trainer.predict(features)
-    return output.predictions
+    if not by_length or len(features) < 2 or "input_ids" not in features.column_names:
+        return trainer.predict(features).predictions
+    order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    predictions = trainer.predict(features.select(order.tolist())).predictions
+    if isinstance(predictions, (tuple, list)):
+        return type(predictions)(np.asarray(p)[inverse] for p in predictions)
+    return np.asarray(predictions)[inverse]
 
 
 class PeakMemory:
