@@ -16,6 +16,11 @@ DIR/loss_curves.png       one panel per task: training loss vs. optimizer step o
                           sorted keys, so its key order is not the stage order)
 DIR/alpha_sweep.png       one panel per task: headline (%) vs. α (weight of the pretrained model in the WiSE-FT
                           mix), mean over seeds, a line per model
+DIR/effective_robustness.png  one panel per task with shift sets (WiSE-FT's figure): ID headline (x) vs. the mean
+                          over the task's shift sets (y), a point per (model, method) with seed-std error bars both
+                          ways; where the records hold them, the α curves: the WiSE-FT sweep (no distillation, from
+                          `alpha_sweep` records, α = 0 … 1) and the hybrid α grid (hybrid runs at several α, with
+                          distillation), mean over seeds, each point labelled with its α
 """
 
 from __future__ import annotations
@@ -214,6 +219,72 @@ def alpha_sweep_plot(sweeps: list[dict[str, Any]], path: Path) -> Path | None:
     return _save(plt, fig, path, "WiSE-FT weight mix θ = α·θ_pre + (1−α)·θ_fine")
 
 
+def _ood_mean(record: dict[str, Any], names: list[str], entries: dict[str, Any] | None = None) -> float | None:
+    """The mean over shift sets ``names`` of a record's (or an α point's) shift headlines, in percent."""
+    entries = record.get("shift_metrics") if entries is None else entries
+    values = [score({**record, "headline": (entries or {}).get(n, {}).get("headline")}) for n in names]
+    return statistics.fmean(values) if names and all(v is not None for v in values) else None
+
+
+def _alpha_curves(runs, sweeps, model: str, task: str, names: list[str]) -> dict[str, list[tuple[float, float, float]]]:
+    """Label → [(α, mean ID, mean OOD)] for the WiSE-FT sweep and the hybrid α grid (each with ≥ 2 α values)."""
+    from hybridft.methods.hybrid import HybridConfig
+
+    by_alpha: dict[str, dict[float, list[tuple[float, float]]]] = {"WiSE-FT α sweep": {}, "hybrid α grid": {}}
+    for r in sweeps:
+        if r["status"] == "ok" and (r["model"], r["task"]) == (model, task):
+            for p in r.get("curve") or []:
+                x, y = score({**r, "headline": p.get("headline")}), _ood_mean(r, names, p.get("shift"))
+                if x is not None and y is not None:
+                    by_alpha["WiSE-FT α sweep"].setdefault(float(p["alpha"]), []).append((x, y))
+    for r in runs:
+        config = r.get("config") or {}
+        if r["status"] == "ok" and (r["model"], r["task"], config.get("method")) == (model, task, "hybrid"):
+            alpha = float(dict(map(tuple, config.get("method_args") or [])).get("alpha", HybridConfig.alpha))
+            x, y = score(r), _ood_mean(r, names)
+            if x is not None and y is not None:
+                by_alpha["hybrid α grid"].setdefault(alpha, []).append((x, y))
+    return {label: [(a, statistics.fmean(p[0] for p in pts[a]), statistics.fmean(p[1] for p in pts[a]))
+                    for a in sorted(pts)] for label, pts in by_alpha.items() if len(pts) > 1}  # fmt: skip
+
+
+def effective_robustness(runs: list[dict[str, Any]], sweeps: list[dict[str, Any]], path: Path) -> Path | None:
+    """ID vs. OOD (mean over the task's shift sets) per task, methods as points, α curves; None without shift sets."""
+    from bench.shift_tables import shift_sets
+
+    models, tasks, methods = layout(runs)
+    panels = [(t, shift_sets(runs, t)[0]) for t in tasks]
+    panels = [(t, names) for t, names in panels if names]
+    if not panels:
+        return None
+    plt, fig, axes = _grid(len(panels))
+    markers = "os^Dv<>pPX*h"
+    for ax, (task, names) in zip(axes, panels, strict=True):
+        for mi, model in enumerate(models):
+            for method in methods[model]:
+                pairs = [(score(r), _ood_mean(r, names)) for r in runs if r["status"] == "ok"
+                         and (r["model"], r["method"], r["task"]) == (model, method, task)]  # fmt: skip
+                pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+                if not pairs:
+                    continue
+                xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+                x, y = statistics.fmean(xs), statistics.fmean(ys)
+                ex, ey = (statistics.stdev(v) if len(v) > 1 else 0.0 for v in (xs, ys))
+                color = f"C{_method_index(method) % 10}"
+                ax.errorbar([x], [y], xerr=[ex], yerr=[ey], fmt=markers[mi % len(markers)], color=color, capsize=2)
+                ax.annotate(method, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            for ci, (label, curve) in enumerate(_alpha_curves(runs, sweeps, model, task, names).items()):
+                ax.plot([p[1] for p in curve], [p[2] for p in curve], linestyle=_LINESTYLES[(ci + 1) % 4],
+                        marker=".", markersize=3, color="0.3" if ci == 0 else "C3", linewidth=0.8, label=label)  # fmt: skip
+                for a, x, y in curve:
+                    ax.annotate(f"{a:g}", (x, y), fontsize=5, xytext=(2, -6), textcoords="offset points")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+        shown = names[0] if len(names) == 1 else f"mean of {len(names)} shift sets"
+        _label(ax, task, "in distribution (%)", f"{shown} (%)")
+    return _save(plt, fig, path, "Effective robustness: ID vs. OOD headline, mean ± std over seeds")
+
+
 def write_plots(records: list[dict[str, Any]], directory: str | Path) -> list[Path]:
     """Every plot that has data into the results folder; returns the files written."""
     directory = Path(directory)
@@ -221,5 +292,6 @@ def write_plots(records: list[dict[str, Any]], directory: str | Path) -> list[Pa
     written = [params_vs_score(runs, directory / "params_vs_score.png"),
                score_vs_flops(runs, directory / "score_vs_flops.png"),
                loss_curves(runs, directory / "loss_curves.png"),
-               alpha_sweep_plot(sweeps, directory / "alpha_sweep.png")]  # fmt: skip
+               alpha_sweep_plot(sweeps, directory / "alpha_sweep.png"),
+               effective_robustness(runs, sweeps, directory / "effective_robustness.png")]  # fmt: skip
     return [p for p in written if p is not None]

@@ -2,8 +2,9 @@
 
 README numbers are never typed by hand: the block between ``<!-- results:DIR:start -->`` and
 ``<!-- results:DIR:end -->`` is the protocol header, the headline table and the cost table of DIR/table.md (itself
-generated from runs.jsonl by bench.tables), plus the summed wall time of the runs. ``--check`` exits 1 when the
-README block is stale.
+generated from runs.jsonl by bench.tables), plus the summed wall time of the runs. A second, optional block between
+``<!-- results:DIR:ood:start -->`` and ``<!-- results:DIR:ood:end -->`` gets the out-of-distribution and stability
+tables (bench.shift_tables) and the measured cost of the shift evaluation. ``--check`` exits 1 when a block is stale.
 """
 
 from __future__ import annotations
@@ -16,15 +17,30 @@ from bench import records as rec
 
 # the parts of table.md the README shows
 SECTIONS = ("### Headline metric", "### Differences vs plain", "### Compute match", "### Cost per run")
+OOD_SECTIONS = ("### Out of distribution", "### Stability over seeds")
+OOD_PART = "ood"
 
 
-def _sections(table_md: str) -> list[str]:
-    """The header bullets and the wanted '### ' sections of table.md, in file order."""
-    header, *parts = table_md.split("\n### ")
-    bullets = [line for line in header.splitlines() if line.startswith("- ")]
-    chosen = ["\n".join(bullets)]
-    chosen += ["### " + part.strip() for part in parts if ("### " + part).startswith(SECTIONS)]
+def _sections(table_md: str, wanted: tuple[str, ...] = SECTIONS, *, header: bool = True) -> list[str]:
+    """The header bullets (``header``) and the wanted '### ' sections of table.md, in file order."""
+    head, *parts = table_md.split("\n### ")
+    bullets = [line for line in head.splitlines() if line.startswith("- ")]
+    chosen = ["\n".join(bullets)] if header else []
+    chosen += ["### " + part.strip() for part in parts if ("### " + part).startswith(wanted)]
     return chosen
+
+
+def shift_cost_line(directory: Path) -> str | None:
+    """The measured cost of shift evaluation: Σ shift_eval_time_s over Σ wall_time_s of the runs, or None."""
+    runs = [r for r in rec.load_records(directory) if r.get("kind", "run") == "run"]
+    shift = sum(float(r.get("shift_eval_time_s") or 0.0) for r in runs)
+    if not shift:
+        return None
+    wall = sum(float(r.get("wall_time_s") or 0.0) for r in runs)
+    rest = wall - shift
+    return (f"Cost of the shift evaluation (loading, preprocessing and scoring every shift set; each run's "
+            f"`shift_eval_time_s`): {shift / 60:.1f} min of the {wall / 60:.1f} min that the {len(runs)} runs took, "
+            f"{100 * shift / rest:.1f} % on top of the {rest / 60:.1f} min they take without it.")  # fmt: skip
 
 
 def _hardware(session: dict) -> str:
@@ -80,15 +96,34 @@ def block(directory: Path) -> str:
     return f"<!-- results:{name}:start -->\n{body}\n<!-- results:{name}:end -->"
 
 
+def ood_block(directory: Path) -> str:
+    """The README's out-of-distribution block for a results folder (markers included)."""
+    table_md = (directory / "table.md").read_text(encoding="utf-8")
+    cost = shift_cost_line(directory)
+    body = "\n\n".join([*_sections(table_md, OOD_SECTIONS, header=False), *([cost] if cost else [])])
+    name = f"{directory.as_posix()}:{OOD_PART}"
+    return f"<!-- results:{name}:start -->\n{body}\n<!-- results:{name}:end -->"
+
+
+def _replace(readme: str, name: str, text: str) -> str:
+    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + text + tail
+
+
 def splice(readme: str, directory: Path) -> str:
-    """README text with the block for ``directory`` replaced; ValueError if its markers are missing."""
+    """README text with the block for ``directory`` replaced (and its OOD block, where the README has one);
+    ValueError if the main block's markers are missing."""
     name = directory.as_posix()
     start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
     if start not in readme or end not in readme:
         raise ValueError(f"README has no '{start}' … '{end}' markers")
-    head, rest = readme.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return head + block(directory) + tail
+    readme = _replace(readme, name, block(directory))
+    ood = f"{name}:{OOD_PART}"
+    if f"<!-- results:{ood}:start -->" in readme and f"<!-- results:{ood}:end -->" in readme:
+        readme = _replace(readme, ood, ood_block(directory))
+    return readme
 
 
 def main(argv: list[str] | None = None) -> int:

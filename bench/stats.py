@@ -13,6 +13,9 @@
   (percent) of a method minus a baseline over the seeds both finished ok, with a 95 % percentile interval from a
   two-level paired bootstrap (seeds, then evaluation examples within each drawn seed), or from seeds alone when
   ``eval_stats`` are missing.
+- `paired_mean_difference(method_sets, baseline_sets)`: the same for the mean over several evaluation sets (a
+  task's shift sets): one shared seed draw, each set's examples drawn independently.
+- `variance_ratio(scores, baseline)`: s²/s² over seeds with its F-distribution 95 % interval (normality assumed).
 - `failed_to_learn(record)` and `count_failed_to_learn(records)`: the k/n of runs that did not beat the trivial
   constant predictor (``majority_baseline``).
 """
@@ -176,16 +179,21 @@ def _example_plan(pairs: list[tuple[Mapping, Mapping]]) -> list[tuple[tuple[str,
     return plan
 
 
-def _two_level(plans: list[list], factors: list[list[float]], n_boot: int, seed: int) -> list[np.ndarray]:
+def _two_level(plans: list[list], factors: list[list[float]], n_boot: int, seed: int,
+               example_seed: Any = None) -> list[np.ndarray]:  # fmt: skip
     """(B,) bootstrap means per evaluation set, sharing one resampling plan.
 
     ``plans[j][s]`` is (kind, rows) of evaluation set j at seed position s (all sets: same seeds and example
     counts); ``factors[j][s]`` turns its raw values into percent. Draw seeds (B, S) with replacement; for each slot
     k and each seed s, the resamples that drew s at k get fresh example indices (one draw shared by every set).
+    The seed draw depends only on ``seed``, B and S; with ``example_seed`` the example draws come from a generator
+    of their own (so calls for different evaluation data share the seed draw but not the example draws).
     """
     rng = np.random.default_rng(seed)
     n_seeds = len(plans[0])
     choice = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    if example_seed is not None:
+        rng = np.random.default_rng(example_seed)
     values = [np.zeros((n_boot, n_seeds)) for _ in plans]
     for slot in range(n_seeds):
         for s in range(n_seeds):
@@ -258,6 +266,65 @@ def paired_differences(
     return {name: out[name] for name in candidates}
 
 
+def paired_mean_difference(
+    method_sets: list[Iterable[Mapping[str, Any]]],
+    baseline_sets: list[Iterable[Mapping[str, Any]]],
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> Difference | None:
+    """Method minus baseline in the mean over several evaluation sets (one task's shift sets) of their headlines.
+
+    ``method_sets[j]`` / ``baseline_sets[j]``: the runs scored on set j (records whose headline and eval_stats are
+    set j's). Uses the seeds where both have every set. The bootstrap is `paired_difference`'s, with one seed draw
+    shared by all sets (a drawn seed counts on every set) and the examples of each set drawn independently;
+    without usable eval_stats anywhere it resamples seeds only."""
+    if len(method_sets) != len(baseline_sets) or not method_sets:
+        raise ValueError(f"need the same non-zero number of sets, got {len(method_sets)} and {len(baseline_sets)}")
+    mine = [_ok_by_seed(runs) for runs in method_sets]
+    base = [_ok_by_seed(runs) for runs in baseline_sets]
+    seeds = sorted(set.intersection(*(set(m) for m in mine), *(set(b) for b in base)))
+    if not seeds:
+        return None
+    hm = np.array([[headline_percent(m[s]) for s in seeds] for m in mine])  # (sets, seeds)
+    hb = np.array([[headline_percent(b[s]) for s in seeds] for b in base])
+    diff = float(hm.mean(axis=0).mean() - hb.mean(axis=0).mean())
+    plans = [_example_plan([(m[s], b[s]) for s in seeds]) for m, b in zip(mine, base, strict=True)]
+    unusable = next((p for p in plans if isinstance(p, str)), None)
+    if unusable is not None:
+        if len(seeds) < 2:
+            return _result(diff, None, None, 1, SEEDS_ONLY, unusable)
+        choice = np.random.default_rng(seed).integers(0, len(seeds), size=(n_boot, len(seeds)))
+        per_seed = hm.mean(axis=0) - hb.mean(axis=0)
+        low, high = _interval(per_seed[choice].mean(axis=1))
+        return _result(diff, low, high, len(seeds), SEEDS_ONLY, unusable)
+    boot = np.zeros(n_boot)
+    for j, (plan, m, b) in enumerate(zip(plans, mine, base, strict=True)):
+        factors = [[percent_factor(b[s]) for s in seeds], [percent_factor(m[s]) for s in seeds]]
+        base_means, method_means = _two_level([[p[1] for p in plan], [p[0] for p in plan]], factors, n_boot, seed,
+                                              example_seed=[seed, j + 1])  # fmt: skip
+        boot += (method_means - base_means) / len(plans)
+    low, high = _interval(boot)
+    return _result(diff, low, high, len(seeds), TWO_LEVEL)
+
+
+def variance_ratio(scores: Iterable[float], baseline: Iterable[float], confidence: float = CONFIDENCE):
+    """(s²_method / s²_baseline, low, high): the sample-variance ratio over seeds with its F-distribution interval
+    (both samples independent and normal: the interval's assumption). None where a side has < 2 scores or the
+    baseline's variance is 0; low/high None for a ratio without an interval."""
+    from scipy.stats import f as f_dist
+
+    a, b = [float(x) for x in scores], [float(x) for x in baseline]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = statistics.variance(a), statistics.variance(b)
+    if vb == 0:
+        return None
+    ratio = va / vb
+    tail = (1.0 - confidence) / 2.0
+    d1, d2 = len(a) - 1, len(b) - 1
+    return ratio, ratio / float(f_dist.ppf(1.0 - tail, d1, d2)), ratio / float(f_dist.ppf(tail, d1, d2))
+
+
 def paired_difference(
     method_runs: Iterable[Mapping[str, Any]],
     baseline_runs: Iterable[Mapping[str, Any]],
@@ -289,7 +356,9 @@ __all__ = [
     "metric_from_weights",
     "paired_difference",
     "paired_differences",
+    "paired_mean_difference",
     "percent",
     "percent_factor",
     "summary",
+    "variance_ratio",
 ]

@@ -12,6 +12,8 @@ Writes DIR/table.md and DIR/table.tex (and the plots, see bench.plots):
 - differences vs plain and vs plain_matched: method − baseline in percentage points per task with a 95 % interval
   from a two-level paired bootstrap over seeds and evaluation examples (bench.stats.paired_differences), bold when
   the interval excludes 0;
+- the out-of-distribution tables of bench.shift_tables (ID vs each shift set, differences, stability over seeds)
+  when the records carry ``shift_metrics``;
 - a per-seed table, where diverged and failed runs are shown (failures listed with their error) and runs that
   failed to learn are marked ✗;
 - a cost table (time, peak memory, throughput), a compute table (tokens, optimizer steps, FLOPs, every training
@@ -626,8 +628,10 @@ def build_tables(records: list[dict[str, Any]], references: list[dict[str, Any]]
     _, tasks, _ = layout(runs)
     refs = [r for r in (references if references is not None else load_references())
             if r["model"] in {x["model"] for x in runs} and any(t in r["scores"] for t in tasks)]  # fmt: skip
-    tables = [main_table(runs, refs), difference_table(runs), per_seed_table(runs), cost_table(runs),
-              compute_table(runs), compute_match_table(runs)]  # fmt: skip
+    from bench.shift_tables import shift_tables
+
+    tables = [main_table(runs, refs), difference_table(runs), *shift_tables(runs), per_seed_table(runs),
+              cost_table(runs), compute_table(runs), compute_match_table(runs)]  # fmt: skip
     if refs:
         tables.append(reference_table(refs, tasks))
     if sweeps:
