@@ -77,13 +77,21 @@ def execute(
 
 
 def sweep_result(curve: list[dict[str, Any]]) -> dict[str, Any]:
-    """Record fields for an α sweep: the curve, and as headline the best point (its α in the metrics)."""
+    """Record fields for an α sweep: the curve, and as headline the best point, its α in the metrics as
+    ``oracle_alpha``: chosen on the evaluation split, so an oracle, never a method's choice of α."""
     finite = [p for p in curve if isinstance(p.get("headline"), (int, float)) and p["headline"] == p["headline"]]
     best = max(finite, key=lambda p: p["headline"]) if finite else None
     return {
-        "curve": [{"alpha": p["alpha"], "headline": p["headline"], "metrics": p.get("metrics", {}),
-                   **({"shift": p["shift"]} if p.get("shift") else {})} for p in curve],  # fmt: skip
-        "metrics": {"best_alpha": best["alpha"]} if best else {},
+        "curve": [
+            {
+                "alpha": p["alpha"],
+                "headline": p["headline"],
+                "metrics": p.get("metrics", {}),
+                **({"shift": p["shift"]} if p.get("shift") else {}),
+            }
+            for p in curve
+        ],
+        "metrics": {"oracle_alpha": best["alpha"]} if best else {},
         "headline": best["headline"] if best else None,
         "status": "ok" if best else "diverged",
     }

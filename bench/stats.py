@@ -15,6 +15,7 @@
   ``eval_stats`` are missing.
 - `paired_mean_difference(method_sets, baseline_sets)`: the same for the mean over several evaluation sets (a
   task's shift sets): one shared seed draw, each set's examples drawn independently.
+- `mean_interval(sets)`: one method's mean (over seeds, and over several evaluation sets) with the same bootstrap.
 - `variance_ratio(scores, baseline)`: s²/s² over seeds with its F-distribution 95 % interval (normality assumed).
 - `failed_to_learn(record)` and `count_failed_to_learn(records)`: the k/n of runs that did not beat the trivial
   constant predictor (``majority_baseline``).
@@ -307,6 +308,32 @@ def paired_mean_difference(
     return _result(diff, low, high, len(seeds), TWO_LEVEL)
 
 
+def mean_interval(sets: list[Iterable[Mapping[str, Any]]], n_boot: int = N_BOOT, seed: int = 0):
+    """(mean, low, high, n_seeds, method) of one method's headline (percent), averaged over the evaluation sets
+    given (one set: its plain mean), with the two-level bootstrap's 95 % interval (seeds drawn once for all sets,
+    examples per set); seeds only where eval_stats are missing; None without a seed that has every set."""
+    by_seed = [_ok_by_seed(runs) for runs in sets]
+    seeds = sorted(set.intersection(*(set(b) for b in by_seed))) if by_seed else []
+    if not seeds:
+        return None
+    values = np.array([[headline_percent(b[s]) for s in seeds] for b in by_seed]).mean(axis=0)
+    mean = float(values.mean())
+    rows = [[_eval_rows(b[s]) for s in seeds] for b in by_seed]
+    if any(isinstance(r, str) for plan in rows for r in plan):
+        if len(seeds) < 2:
+            return mean, None, None, 1, SEEDS_ONLY
+        choice = np.random.default_rng(seed).integers(0, len(seeds), size=(n_boot, len(seeds)))
+        low, high = _interval(values[choice].mean(axis=1))
+        return mean, low, high, len(seeds), SEEDS_ONLY
+    boot = np.zeros(n_boot)
+    for j, (plan, b) in enumerate(zip(rows, by_seed, strict=True)):
+        (means,) = _two_level([plan], [[percent_factor(b[s]) for s in seeds]], n_boot, seed,
+                              example_seed=[seed, j + 1] if len(rows) > 1 else None)  # fmt: skip
+        boot += means / len(rows)
+    low, high = _interval(boot)
+    return mean, low, high, len(seeds), TWO_LEVEL
+
+
 def variance_ratio(scores: Iterable[float], baseline: Iterable[float], confidence: float = CONFIDENCE):
     """(s²_method / s²_baseline, low, high): the sample-variance ratio over seeds with its F-distribution interval
     (both samples independent and normal: the interval's assumption). None where a side has < 2 scores or the
@@ -351,6 +378,7 @@ __all__ = [
     "failed_to_learn",
     "headline_percent",
     "index_weights",
+    "mean_interval",
     "metric_from_stats",
     "metric_from_stats_boot",
     "metric_from_weights",

@@ -25,8 +25,19 @@ Conventions shared by every back end (tested):
   enter through the β term, with α = 1 the student is not read at all (its gradient is 0).
 - Masked classes are −inf. Each row needs at least one class that is finite in every input that is read. A teacher
   class at −inf has probability 0 and adds nothing to its KL. A class where the blend m is −inf but the teacher is
-  finite makes that KL +inf (its true value); the gradient stays finite. Mask student and teachers identically, as
-  QA padding does, and every term is finite.
+  finite makes that KL +inf (its true value, since a finite teacher logit has probability > 0), also where that
+  probability underflows to 0 in the compute precision: one answer on every back end, never NaN. The gradient
+  stays finite. Mask student and teachers identically, as QA padding does, and every term is finite.
+- Half-precision logits (float16, bfloat16): the stored gradient is float32 (N·C·4 bytes, twice a half-precision
+  gradient) and backward scales it by ``grad_output`` in float32, casting to the logits' dtype once. A loss scaler's
+  factor (GradScaler's 65536 exceeds float16's largest value, 65504) therefore never passes through float16, and
+  bfloat16 gradients are rounded once, not twice. Backward then briefly holds the float32 gradient and its
+  half-precision result together.
+- Labels may be any strided view (e.g. a column of an (N, 2) tensor), logits any strides: every back end gives the
+  same result as for contiguous copies.
+- ``backend="auto"`` on CUDA checks the kernel once per process, device and dtype against the torch fallback on a
+  small probe (`triton_selfcheck`, milliseconds); if they disagree it warns once and uses the fallback from then on.
+  ``HYBRIDFT_TRITON_SELFCHECK=0`` turns the check off.
 - NaN in an input is not searched for (that would cost a full extra read of three tensors and a host sync every
   step): it propagates to the loss of its row, hence to the reduced loss, and to the gradient. It is never hidden,
   so a training loop sees a non-finite loss and can stop.
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Real
@@ -44,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-__all__ = ["BACKENDS", "REDUCTIONS", "hybrid_kd_loss"]
+__all__ = ["BACKENDS", "REDUCTIONS", "SELFCHECK_ENV", "hybrid_kd_loss", "triton_selfcheck"]
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 REDUCTIONS = ("mean", "sum", "none")
@@ -204,9 +216,70 @@ def _triton_importable() -> bool:
     return True
 
 
+SELFCHECK_ENV = "HYBRIDFT_TRITON_SELFCHECK"
+_SELFCHECK_RESULTS: dict[tuple[str, torch.dtype], bool] = {}
+# probe tolerances per dtype: the two back ends compute in float32 and differ only by summation order (float32) and
+# by the final rounding of the gradient to the logits' dtype (half precision)
+_SELFCHECK_TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+def triton_selfcheck(device, dtype: torch.dtype) -> tuple[bool, str]:
+    """(agrees, detail): the Triton kernel against the torch fallback on a small seeded probe on ``device``.
+
+    Two shapes (3 classes in one block; 2051 classes over several blocks, a partial last one), masked classes,
+    an ignored label, α = 0.3, T = 2, "mean": the loss and the gradient must agree within the dtype's tolerance.
+    """
+    from hybridft.kernels.hybrid_kd import hybrid_kd_forward
+
+    params = LossParams(0.3, 1.0, 1.0, 2.0, 1.0, -100, "mean")
+    generator = torch.Generator().manual_seed(0)
+    tol = _SELFCHECK_TOL.get(dtype, 1e-4)
+    try:
+        for rows, cols in ((6, 3), (5, 2051)):
+            s, p, f = (torch.randn(rows, cols, generator=generator) * 3 for _ in range(3))
+            for x in (s, p, f):
+                x[0, -1] = -math.inf  # a class masked in every input
+            labels = torch.randint(0, cols - 1, (rows,), generator=generator)
+            labels[1] = params.ignore_index
+            s, p, f = (x.to(device=device, dtype=dtype) for x in (s, p, f))
+            labels = labels.to(device)
+            loss_k, grad_k = hybrid_kd_forward(s, p, f, labels, params, need_grad=True)
+            loss_t, grad_t = torch_forward(s, p, f, labels, params, want_grad=True)
+            loss_k = loss_k.sum().double().cpu()
+            loss_t = loss_t.double().cpu()
+            if not torch.isfinite(loss_k) or abs(float(loss_k - loss_t)) > tol * max(1.0, abs(float(loss_t))):
+                return False, f"loss {float(loss_k):.6g} vs {float(loss_t):.6g} at {rows}x{cols}"
+            gap = float((grad_k.double() - grad_t.double()).abs().max())
+            if not math.isfinite(gap) or gap > tol * max(1.0, float(grad_t.double().abs().max())):
+                return False, f"gradient differs by {gap:.3g} at {rows}x{cols}"
+    except Exception as err:  # a kernel that cannot even run is a kernel not to use
+        return False, f"{type(err).__name__}: {err}"
+    return True, ""
+
+
+def _triton_trusted(device, dtype: torch.dtype) -> bool:
+    """Whether ``auto`` may use the kernel on this device and dtype: the self-check's cached verdict."""
+    if os.environ.get(SELFCHECK_ENV, "1") == "0":
+        return True
+    key = (str(device), dtype)
+    if key not in _SELFCHECK_RESULTS:
+        agrees, detail = triton_selfcheck(device, dtype)
+        if not agrees:
+            warnings.warn(
+                f"hybrid_kd_loss: the Triton kernel disagrees with the torch fallback on {device} {dtype} ({detail}); "
+                f"backend='auto' uses the torch fallback there from now on in this process "
+                f"({SELFCHECK_ENV}=0 skips this check)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _SELFCHECK_RESULTS[key] = agrees
+    return _SELFCHECK_RESULTS[key]
+
+
 def _resolve_backend(backend: str, student: torch.Tensor) -> str:
     if backend == "auto":
-        use_triton = student.is_cuda and student.dtype != torch.float64 and _triton_importable()
+        use_triton = (student.is_cuda and student.dtype != torch.float64 and _triton_importable()
+                      and _triton_trusted(student.device, student.dtype))  # fmt: skip
         return "triton" if use_triton else "torch"
     if backend == "triton":
         if student.dtype == torch.float64:
@@ -263,12 +336,12 @@ def _kl_rows(a, top_a, e_a, sum_a, b, top_b, sum_b) -> torch.Tensor:
     """KL(softmax(a) ‖ softmax(b)) per row as E_p[a − b] − (max_a − max_b) − log(Σ_a/Σ_b), the kernel's formula.
 
     a − b is formed per element and the two normalisers enter as one ratio, so precision holds when the student is
-    close to the teacher. nan_to_num turns the lanes where a = −inf (p = 0: "−inf − b" or "−inf + inf") into 0,
-    which is their contribution, and keeps +inf where only b is −inf. A NaN input still reaches the result through
-    the row's max and Σ.
+    close to the teacher. A lane where a = −inf adds 0 (p = 0); one where only b is −inf adds +inf, also when
+    exp(a − max) underflows to 0 (the module's convention: never 0·inf = NaN). A NaN input still reaches the result.
     """
-    diff = torch.sub(a, b).nan_to_num_(nan=0.0, posinf=math.inf, neginf=0.0)
-    expected = torch.linalg.vecdot(e_a, diff).unsqueeze(-1) / sum_a
+    terms = torch.sub(a, b).mul_(e_a)
+    terms = torch.where(b == -math.inf, math.inf, terms).masked_fill_(a == -math.inf, 0.0)
+    expected = terms.sum(dim=-1, keepdim=True) / sum_a
     return (expected - (top_a - top_b) - torch.log(sum_a / sum_b)).squeeze(-1)
 
 
@@ -315,16 +388,15 @@ def torch_forward(student, pre, fine, labels, params: LossParams, want_grad: boo
     rows_per_chunk = max(1, _CHUNK_BYTES // (num_classes * compute.itemsize))
     ce_rows = torch.empty(num_rows, dtype=compute, device=student.device)
     kd_rows = torch.empty_like(ce_rows)
-    grad = torch.zeros_like(student, memory_format=torch.contiguous_format) if want_grad else None
-    in_place = grad is not None and grad.dtype == compute  # accumulate straight into the output rows
+    # the gradient is kept in the compute dtype (float32 for half-precision logits, see the module docstring) and
+    # accumulated straight into its rows
+    grad = torch.zeros(student.shape, dtype=compute, device=student.device) if want_grad else None
     for start in range(0, num_rows, rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
         s, p, f = (x[rows].to(compute) for x in (student, pre, fine))
         y = None if labels is None else labels[rows]
-        chunk_grad = None if grad is None else grad[rows] if in_place else torch.zeros_like(s)
+        chunk_grad = None if grad is None else grad[rows]
         ce_rows[rows], kd_rows[rows] = _chunk_forward(s, p, f, y, params, ce_scale, kd_scale, chunk_grad)
-        if chunk_grad is not None and not in_place:
-            grad[rows] = chunk_grad
     return reduce_rows(ce_rows, kd_rows, ce_scale, kd_scale, params.reduction), grad
 
 
@@ -336,6 +408,7 @@ class _TorchHybridKD(torch.autograd.Function):
         want_grad = ctx.needs_input_grad[0]
         loss, grad = torch_forward(student, pre, fine, labels, params, want_grad)
         ctx.per_row = params.reduction == "none"
+        ctx.grad_dtype = student.dtype
         if want_grad:
             ctx.save_for_backward(grad)
         return loss
@@ -344,7 +417,7 @@ class _TorchHybridKD(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return scale_grad(grad, grad_output, ctx.per_row), None, None, None, None
+        return scale_grad(grad, grad_output, ctx.per_row, ctx.grad_dtype), None, None, None, None
 
 
 def _graph_kept() -> bool:
@@ -353,18 +426,22 @@ def _graph_kept() -> bool:
     return True if probe is None else bool(probe())
 
 
-def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool) -> torch.Tensor:
-    """The stored d(loss)/d(student) times grad_output (per row for "none").
+def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool, dtype: torch.dtype | None = None):
+    """The stored d(loss)/d(student) times grad_output (per row for "none"), in ``dtype`` (default grad's).
 
     No second (N, C) buffer in the usual case: a scalar grad_output of 1 (plain ``loss.backward()``) hands the
     stored tensor over, any other factor scales it in place. Both are only safe because the graph is freed after
     this backward; with retain_graph=True the stored gradient is left untouched and a new tensor is returned, so
     repeated backward calls stay correct. The ``== 1`` test is a host sync on CUDA, cheaper than a pass over N·C.
+    A float32 gradient of half-precision logits is scaled in float32 and cast once (no host sync on that path).
     """
     keep = _graph_kept()
+    dtype = dtype or grad.dtype
+    factor = (grad_output.unsqueeze(-1) if per_row else grad_output).to(grad.dtype)
+    if dtype != grad.dtype:
+        return (grad * factor if keep else grad.mul_(factor)).to(dtype)
     if not per_row and bool(grad_output == 1):
         return grad.clone() if keep else grad
-    factor = (grad_output.unsqueeze(-1) if per_row else grad_output).to(grad.dtype)
     return grad * factor if keep else grad.mul_(factor)
 
 
@@ -388,8 +465,11 @@ def reference_loss(student, pre, fine, labels, params: LossParams) -> torch.Tens
     for teacher, weight in ((p, params.beta), (f, params.gamma)):
         if weight > 0:
             p_t = F.softmax(teacher / t, dim=-1)
-            kl = F.kl_div(log_q, p_t, reduction="none")
-            kd = kd + torch.where(p_t == 0, 0.0, kl).sum(dim=-1) * (weight * t * t)
+            # p_t = 0 adds 0, except (the module docstring's convention) a finite teacher whose probability
+            # underflowed against a −inf blend: +inf. Where p_t > 0, kl_div already gives +inf there, with its gradient.
+            underflow = (log_q == -math.inf) & (teacher > -math.inf)
+            kl = torch.where(p_t == 0, torch.where(underflow, math.inf, 0.0), F.kl_div(log_q, p_t, reduction="none"))
+            kd = kd + kl.sum(dim=-1) * (weight * t * t)
     if params.reduction != "mean":
         return reduce_rows(ce, kd, 1.0, 1.0, params.reduction)
     # counts as tensors, not Python ints, so torch.compile(reference_loss) traces without a graph break

@@ -76,8 +76,13 @@ SHIFT_SETS: tuple[ShiftSet, ...] = (
     _ood("sick_stsb", "stsb", note="SICK relatedness rescaled to 0-5: correlations only"),
     _ood("sick_rte", "rte", note="SICK entailment A→B (29 % entailment)"),
     _ood("paws_wiki", "mrpc", note="PAWS-Wiki: adversarial high-overlap pairs"),
-    _ood("wnut17", "conll2003", headline="plo_f1", entity_types=("PER", "LOC", "ORG"),
-         note="WNUT-17 social media; no MISC, so the headline is F1 over PER/LOC/ORG"),  # fmt: skip
+    _ood(
+        "wnut17",
+        "conll2003",
+        headline="plo_f1",
+        entity_types=("PER", "LOC", "ORG"),
+        note="WNUT-17 social media; no MISC, so the headline is F1 over PER/LOC/ORG",
+    ),
     _ood("conllpp", "conll2003", role="label_noise", note="CoNLL++: the CoNLL-2003 test set with labels corrected"),
 )
 _REGISTRY = {s.name: s for s in SHIFT_SETS}
@@ -102,8 +107,7 @@ def parse_spec(spec: str, task: str) -> ShiftSet:
     if found is None or found.task != task:
         names = ", ".join(s.name for s in known) or "none"
         raise ValueError(
-            f"unknown shift set {spec!r} for task {task!r}; registered for it: {names}; "
-            f"or give a file as NAME=PATH"
+            f"unknown shift set {spec!r} for task {task!r}; registered for it: {names}; or give a file as NAME=PATH"
         )
     return found
 
@@ -134,7 +138,9 @@ def shift_root(data_dir: str | os.PathLike | None = None, shift_dir: str | os.Pa
         if candidate:
             path = Path(candidate).expanduser()
             if not path.is_dir():
-                raise FileNotFoundError(f"shift folder {str(path)!r} is not a directory (shift_dir or ${SHIFT_DIR_ENV})")
+                raise FileNotFoundError(
+                    f"shift folder {str(path)!r} is not a directory (shift_dir or ${SHIFT_DIR_ENV})"
+                )
             return path
     return resolve_data_dir(data_dir)
 

@@ -15,12 +15,13 @@ A single pass would have to keep the row on chip or write unnormalised values an
 write of N·C); the second read of pass 2 mostly hits L2 instead, since the program just streamed that row.
 DRAM traffic is therefore close to the floor of 3 reads + 1 write. Probabilities are never stored.
 
-Backward only scales the stored gradient by grad_output (hybridft.loss.scale_grad).
+Backward only scales the stored gradient by grad_output (hybridft.loss.scale_grad). The stored gradient is float32
+for every input dtype (N·C·4 bytes): a loss scaler's factor is applied in float32 and the result cast once.
 
 Masked classes are −inf. The running maxima start at −FLT_MAX instead of −inf, so a block that is fully masked
 gives exp(−inf − (−FLT_MAX)) = 0 rather than exp(−inf + inf) = NaN, and no lane ever forms 0·inf: a teacher class at
 −inf has p = 0 and is zeroed before it multiplies (a − b). Where b is −inf but a teacher is finite, KL is +inf (its
-true value); the gradient stays finite. NaN inputs propagate to the row's loss and gradient.
+true value), also where the teacher's weight exp(a − max) underflowed to 0; the gradient stays finite. NaN inputs propagate to the row's loss and gradient.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ def _teacher_update(run_max, run_sum, run_acc, a, b):
     """Online statistics of one teacher a = t/T against b = m/T: max, Σ exp(a − max), Σ exp(a − max)·(a − b)."""
     new_max, new_sum, weight, rescale = _online_softmax_update(run_max, run_sum, a)
     no_mass = a == float("-inf")  # p = 0 contributes nothing; zero both sides so no lane forms 0·inf or inf − inf
-    diff = tl.where(no_mass, 0.0, a) - tl.where(no_mass, 0.0, b)
-    return new_max, new_sum, run_acc * rescale + tl.sum(weight * diff, axis=0)
+    blend_masked = b == float("-inf")
+    diff = tl.where(no_mass, 0.0, a) - tl.where(no_mass | blend_masked, 0.0, b)
+    # a finite teacher against a −inf blend adds +inf, even where its weight underflowed to 0 (never 0·inf = NaN)
+    term = tl.where(blend_masked & (a != float("-inf")), float("inf"), weight * diff)
+    return new_max, new_sum, run_acc * rescale + tl.sum(term, axis=0)
 
 
 @triton.jit
@@ -101,7 +105,8 @@ def _hybrid_kd_kernel(
     fine_ptr,  # (N, C) fine-tuned-teacher logits
     fine_stride,  # row stride of fine
     labels_ptr,  # (N,) int64 labels (ignored unless HAS_CE)
-    grad_ptr,  # (N, C) out: d(loss)/d(student) in the input dtype (written only if NEED_GRAD)
+    labels_stride,  # elements between two labels (a column view of an (N, k) tensor has k)
+    grad_ptr,  # (N, C) out: d(loss)/d(student), float32 (written only if NEED_GRAD)
     grad_stride,  # row stride of grad
     loss_ptr,  # (N,) out: fp32 per-row loss, already multiplied by the reduction's term scales
     scale_ptr,  # (2,) fp32: [CE scale, KD scale] of the reduction (1/#labelled, 1/N for "mean"; 1 otherwise)
@@ -135,7 +140,7 @@ def _hybrid_kd_kernel(
     valid = False
     m_label = 0.0
     if HAS_CE:
-        label = tl.load(labels_ptr + row)
+        label = tl.load(labels_ptr + row * labels_stride)
         valid = label != ignore_index
         safe = tl.where(valid, label, 0)
         if BLEND == 0:
@@ -256,8 +261,8 @@ def hybrid_kd_forward(student, pre, fine, labels, params: LossParams, *, need_gr
     write_grad = need_grad and params.alpha < 1  # with α = 1 the student does not enter the loss: gradient 0
     loss_rows = torch.empty(num_rows, dtype=torch.float32, device=student.device)
     grad = None
-    if need_grad:
-        grad = torch.empty_like(student, memory_format=torch.contiguous_format)
+    if need_grad:  # float32 whatever the logits' dtype: scaled and cast once in backward (hybridft.loss.scale_grad)
+        grad = torch.empty(student.shape, dtype=torch.float32, device=student.device)
         if not write_grad:
             grad.zero_()
     if num_rows == 0:
@@ -289,7 +294,7 @@ def _launch(student, pre, fine, labels, grad, loss_rows, scales, params, blend_m
         student_ptr=student, student_stride=student.stride(0),
         pre_ptr=pre, pre_stride=pre.stride(0),
         fine_ptr=fine, fine_stride=fine.stride(0),
-        labels_ptr=labels,
+        labels_ptr=labels, labels_stride=labels.stride(0),
         grad_ptr=student if grad is None else grad, grad_stride=0 if grad is None else grad.stride(0),
         loss_ptr=loss_rows,
         scale_ptr=scales,
@@ -316,6 +321,7 @@ class HybridKDFunction(torch.autograd.Function):
             student, pre, fine, labels, params, need_grad=need_grad, block_size=block_size
         )
         ctx.per_row = params.reduction == "none"
+        ctx.grad_dtype = student.dtype
         if need_grad:
             ctx.save_for_backward(grad)
         # The kernel already applied the "mean" scales, so every reduction other than "none" is a plain sum.
@@ -325,7 +331,7 @@ class HybridKDFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return scale_grad(grad, grad_output, ctx.per_row), None, None, None, None, None
+        return scale_grad(grad, grad_output, ctx.per_row, ctx.grad_dtype), None, None, None, None, None
 
 
 def hybrid_kd(student, pre, fine, labels, params: LossParams, block_size: int | None = None) -> torch.Tensor:

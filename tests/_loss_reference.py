@@ -2,8 +2,8 @@
 
 Written apart from the library on purpose: NumPy, explicit log-sum-exp per row, and the gradient from its closed
 form (DESIGN.md §2) instead of autograd, so a shared mistake in the torch code cannot hide. Masked classes (−inf)
-follow the documented conventions: a teacher class of probability 0 adds 0 to its KL, a weight of 0 switches its
-term off (0·(−inf) is never formed).
+follow the documented conventions: a teacher class at −inf adds 0 to its KL, a finite one against a −inf blend adds
++inf (even if its probability underflows), a weight of 0 switches its term off (0·(−inf) is never formed).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def _kl_and_grad(teacher: np.ndarray, m: np.ndarray, t: float) -> tuple[np.ndarr
     p = np.exp(log_p)
     with np.errstate(invalid="ignore"):
         terms = np.where(p > 0, p * (log_p - log_q), 0.0)
+    # a finite teacher class against a −inf blend: +inf, even where p underflowed to 0 (the documented convention)
+    terms = np.where(np.isfinite(teacher) & (m == -np.inf), np.inf, terms)
     return t * t * terms.sum(axis=-1), t * (np.exp(log_q) - p)
 
 

@@ -75,9 +75,11 @@ def test_check_schema_names_file_column_and_expected(tmp_path, seed):
                                          r"missing; columns found: \['text', 'label'\]"):  # fmt: skip
         shift.check_schema(missing, sst2, "m")
     other = Features({"sentence": Value("string"), "label": ClassLabel(names=["pos", "neg"]), "idx": Value("int64")})
-    with pytest.raises(ValueError, match=r"label names \['pos', 'neg'\]; task 'sst2' expects \['negative', 'positive'\]"):
+    with pytest.raises(
+        ValueError, match=r"label names \['pos', 'neg'\]; task 'sst2' expects \['negative', 'positive'\]"
+    ):
         shift.check_schema(_load(_write(tmp_path / "o.parquet", rows, other)), sst2, "o")
-    out_of_range = {**rows, "label": [2] + rows["label"][1:]}
+    out_of_range = {**rows, "label": [2, *rows["label"][1:]]}
     with pytest.raises(ValueError, match=r"holds \[2\], not label ids 0..1"):
         shift.check_schema(_load(_write(tmp_path / "r.parquet", out_of_range)), sst2, "r")
     pairs = {"sentence1": rows["sentence"], "sentence2": rows["sentence"][::-1], "label": rows["label"]}

@@ -128,7 +128,7 @@ def test_sweep_result_takes_the_best_finite_point():
              {"alpha": 0.5, "headline": float("nan"), "metrics": {}},
              {"alpha": 1.0, "headline": 0.70, "metrics": {"accuracy": 0.70}}]  # fmt: skip
     result = runner.sweep_result(curve)
-    assert (result["headline"], result["metrics"], result["status"]) == (0.70, {"best_alpha": 1.0}, "ok")
+    assert (result["headline"], result["metrics"], result["status"]) == (0.70, {"oracle_alpha": 1.0}, "ok")
     assert [p["alpha"] for p in result["curve"]] == [0.0, 0.5, 1.0]
     broken = runner.sweep_result([{"alpha": 0.0, "headline": float("nan")}])
     assert (broken["headline"], broken["status"]) == (None, "diverged")

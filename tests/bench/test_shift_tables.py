@@ -64,7 +64,9 @@ def test_shift_view_swaps_the_evaluation_and_mean_view_judges_the_mean(seed):
     assert view["subsets"] == {"eval": entry["subset"]} and "shift_metrics" not in view
     assert view["majority_baseline"] == 0.5 and shift_tables.shift_view(run, "absent") is None
     mean = shift_tables.mean_view(run, SETS["sst2"])
-    assert mean["headline"] == pytest.approx(statistics.fmean(run["shift_metrics"][n]["headline"] for n in SETS["sst2"]))
+    assert mean["headline"] == pytest.approx(
+        statistics.fmean(run["shift_metrics"][n]["headline"] for n in SETS["sst2"])
+    )
     assert mean["failed_to_learn"] is (mean["headline"] <= 0.5)
     assert shift_tables.mean_view(run, [*SETS["sst2"], "absent"]) is None
     low = {**run, "shift_metrics": {n: {**e, "headline": 0.4} for n, e in run["shift_metrics"].items()}}
@@ -236,3 +238,36 @@ def test_readme_ood_block_and_shift_cost(tmp_path, monkeypatch, seed):
     main_block = text.split("mid")[0]
     assert "### Out of distribution" not in main_block and "### Headline metric" in main_block
     assert readme.main([name, "--check"]) == 0
+
+
+def test_mean_interval_matches_a_loop_reference_and_the_summary_table(seed):
+    rng = np.random.default_rng(seed)
+    runs = _runs(rng, methods=("plain", "hybrid"))
+    mine = [r for r in runs if r["method"] == "hybrid" and r["task"] == "sst2"]
+    mean, low, high, n, method = stats.mean_interval([mine], n_boot=300, seed=5)
+    assert mean == pytest.approx(statistics.fmean(100 * r["headline"] for r in mine)) and (n, method) == (
+        3,
+        stats.TWO_LEVEL,
+    )
+    gen = np.random.default_rng(5)  # one set: seeds and examples from the same generator, as _two_level draws them
+    choice = gen.integers(0, 3, size=(300, 3))
+    values = np.zeros((300, 3))
+    rows = [np.asarray(r["eval_stats"]["rows"], float)[:, 0] for r in sorted(mine, key=lambda r: r["seed"])]
+    for slot in range(3):
+        for s in range(3):
+            where = np.flatnonzero(choice[:, slot] == s)
+            idx = gen.integers(0, len(rows[s]), size=(len(where), len(rows[s])))
+            values[where, slot] = 100 * rows[s][idx].mean(axis=1)
+    ref_low, ref_high = np.percentile(values.mean(axis=1), [2.5, 97.5])
+    assert (low, high) == (pytest.approx(ref_low, abs=1e-9), pytest.approx(ref_high, abs=1e-9))
+    per_set = [[shift_tables.shift_view(r, n) for r in mine] for n in SETS["sst2"]]
+    ood = stats.mean_interval(per_set, n_boot=300, seed=5)
+    assert ood[0] == pytest.approx(statistics.fmean(100 * statistics.fmean(r["shift_metrics"][n]["headline"]
+                                   for n in SETS["sst2"]) for r in mine))  # fmt: skip
+    assert ood[1] < ood[0] < ood[2]
+    assert stats.mean_interval([[]]) is None
+    rows_md = _md(shift_tables.ood_summary_table(runs, n_boot=300, seed=5))
+    header, body = rows_md[0], rows_md[1:]
+    hybrid = next(r for r in body if r[1] == "hybrid")
+    assert hybrid[header.index("SST-2 ID")] == f"{mean:.1f} [{low:.1f}, {high:.1f}]"
+    assert hybrid[header.index("CoNLL-2003 OOD")].endswith("(s)")  # wnut17 only (conllpp is label noise), no stats

@@ -215,7 +215,8 @@ from hybridft.kernels import hybrid_kd as mod
 
 dtype, constants, num_warps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 kernel = mod._hybrid_kd_kernel
-types = {"labels_ptr": "*i64", "loss_ptr": "*fp32", "scale_ptr": "*fp32", "n_cols": "i32", "ignore_index": "i32"}
+types = {"labels_ptr": "*i64", "loss_ptr": "*fp32", "scale_ptr": "*fp32", "grad_ptr": "*fp32", "n_cols": "i32",
+         "ignore_index": "i32"}
 signature = {}
 for p in kernel.params:
     if p.is_constexpr:

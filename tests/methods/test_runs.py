@@ -15,6 +15,9 @@ from .conftest import TASKS, tiny_run
 
 RESULT_KEYS = {
     "metrics",
+    "shift_metrics",
+    "shift_skipped",
+    "shift_eval_time_s",
     "headline_metric",
     "headline",
     "trainable_params",
