@@ -21,7 +21,17 @@ from typing import Any
 
 from bench import stats
 from bench.render import Table
-from bench.tables import BASELINES, TASK_LABELS, Cell, _difference_text, _num, _run_rank, cells, layout
+from bench.tables import (
+    BASELINES,
+    TASK_LABELS,
+    Cell,
+    _difference_text,
+    _num,
+    _run_rank,
+    baseline_blocks,
+    cells,
+    layout,
+)
 
 AVG = "__ood_avg__"  # the column of the mean over a task's shift sets
 ID = None  # the column of the in-distribution headline
@@ -190,33 +200,28 @@ def ood_difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT,
     table = Table(f"Out of distribution: differences vs {' and vs '.join(baselines)} (percentage points, 95 % CI)",
                   ["Model", "Baseline", "Method", *(_label(t, c) for t, c in cols)])  # fmt: skip
     views = {key: column_runs(runs, *key) for key in cols}
-    for model in models:
-        for baseline in baselines:
-            if baseline not in methods[model]:
+    for model, baseline, others in baseline_blocks(table, models, methods, baselines):
+        results: dict[tuple, dict[str, stats.Difference | None]] = {}
+        for key in cols:
+            mine = {m: [r for r in views[key] if r["model"] == model and r["method"] == m] for m in others}
+            base = [r for r in views[key] if r["model"] == model and r["method"] == baseline]
+            if key[1] == AVG:
+                names = shift_sets(runs, key[0])[0]
+                per_set = {n: [r for r in column_runs(runs, key[0], n) if r["model"] == model] for n in names}
+                results[key] = {m: stats.paired_mean_difference(
+                    [[r for r in per_set[n] if r["method"] == m] for n in names],
+                    [[r for r in per_set[n] if r["method"] == baseline] for n in names], n_boot, seed)
+                    for m in others}  # fmt: skip
+            else:
+                results[key] = stats.paired_differences(mine, base, n_boot=n_boot, seed=seed)
+        for method in others:
+            row = [results[key][method] for key in cols]
+            if all(d is None for d in row):
                 continue
-            table.start_block()
-            others = [m for m in methods[model] if m != baseline]
-            results: dict[tuple, dict[str, stats.Difference | None]] = {}
-            for key in cols:
-                mine = {m: [r for r in views[key] if r["model"] == model and r["method"] == m] for m in others}
-                base = [r for r in views[key] if r["model"] == model and r["method"] == baseline]
-                if key[1] == AVG:
-                    names = shift_sets(runs, key[0])[0]
-                    per_set = {n: [r for r in column_runs(runs, key[0], n) if r["model"] == model] for n in names}
-                    results[key] = {m: stats.paired_mean_difference(
-                        [[r for r in per_set[n] if r["method"] == m] for n in names],
-                        [[r for r in per_set[n] if r["method"] == baseline] for n in names], n_boot, seed)
-                        for m in others}  # fmt: skip
-                else:
-                    results[key] = stats.paired_differences(mine, base, n_boot=n_boot, seed=seed)
-            for method in others:
-                row = [results[key][method] for key in cols]
-                if all(d is None for d in row):
-                    continue
-                for j, d in enumerate(row):
-                    if d is not None and d.excludes_zero:
-                        table.bold.add((len(table.rows), 3 + j))
-                table.add([model, baseline, method, *(_difference_text(d) for d in row)])
+            for j, d in enumerate(row):
+                if d is not None and d.excludes_zero:
+                    table.bold.add((len(table.rows), 3 + j))
+            table.add([model, baseline, method, *(_difference_text(d) for d in row)])
     table.notes.append(
         "As the main difference table (two-level paired bootstrap over seeds and examples, the same resamples for "
         "method and baseline); OOD avg: one seed draw shared by the task's shift sets, the examples of each set "

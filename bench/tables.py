@@ -328,6 +328,15 @@ def _difference_text(d: stats.Difference | None) -> str:
     return text + (" (s)" if d.method == stats.SEEDS_ONLY else "")
 
 
+def baseline_blocks(table: Table, models: list[str], methods: dict[str, list[str]], baselines: list[str]):
+    """(model, baseline, the other methods) for each model that ran each baseline, each starting a table block."""
+    for model in models:
+        for baseline in baselines:
+            if baseline in methods[model]:
+                table.start_block()
+                yield model, baseline, [m for m in methods[model] if m != baseline]
+
+
 def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, seed: int = 0) -> Table | None:
     """Method − baseline per task (percentage points) with 95 % paired-bootstrap intervals; None without a baseline."""
     models, tasks, methods = layout(runs)
@@ -340,29 +349,24 @@ def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, see
     for r in sorted(runs, key=_run_rank):
         by_cell.setdefault((r["model"], r["method"], r["task"]), []).append(r)
     fallbacks: list[str] = []
-    for model in models:
-        for baseline in baselines:
-            if baseline not in methods[model]:
-                continue
-            table.start_block()
-            others = [m for m in methods[model] if m != baseline]
-            results = {
-                t: stats.paired_differences({m: by_cell.get((model, m, t), []) for m in others},
-                                            by_cell.get((model, baseline, t), []), n_boot=n_boot, seed=seed)
-                for t in tasks
-            }  # fmt: skip
-            for method in others:
-                row = [results[t][method] for t in tasks]
-                if all(d is None for d in row):
-                    continue  # no seed finished ok for both
-                n_seeds = sorted({d.n_seeds for d in row if d is not None})
-                seeds = "–" if not n_seeds else str(n_seeds[0]) if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
-                for j, d in enumerate(row):
-                    if d is not None and d.excludes_zero:
-                        table.bold.add((len(table.rows), 4 + j))
-                    if d is not None and d.method == stats.SEEDS_ONLY:
-                        fallbacks.append(d.note)
-                table.add([model, baseline, method, seeds, *(_difference_text(d) for d in row)])
+    for model, baseline, others in baseline_blocks(table, models, methods, baselines):
+        results = {
+            t: stats.paired_differences({m: by_cell.get((model, m, t), []) for m in others},
+                                        by_cell.get((model, baseline, t), []), n_boot=n_boot, seed=seed)
+            for t in tasks
+        }  # fmt: skip
+        for method in others:
+            row = [results[t][method] for t in tasks]
+            if all(d is None for d in row):
+                continue  # no seed finished ok for both
+            n_seeds = sorted({d.n_seeds for d in row if d is not None})
+            seeds = "–" if not n_seeds else str(n_seeds[0]) if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
+            for j, d in enumerate(row):
+                if d is not None and d.excludes_zero:
+                    table.bold.add((len(table.rows), 4 + j))
+                if d is not None and d.method == stats.SEEDS_ONLY:
+                    fallbacks.append(d.note)
+            table.add([model, baseline, method, seeds, *(_difference_text(d) for d in row)])
     table.notes.append(
         f"Method − baseline: difference of the mean headline (percentage points) over the seeds both finished ok "
         f"(Seeds: how many, range over tasks). [low, high]: 95 % percentile interval of a two-level paired bootstrap "
