@@ -436,13 +436,12 @@ def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool, dty
     A float32 gradient of half-precision logits is scaled in float32 and cast once (no host sync on that path).
     """
     keep = _graph_kept()
-    dtype = dtype or grad.dtype
-    factor = (grad_output.unsqueeze(-1) if per_row else grad_output).to(grad.dtype)
-    if dtype != grad.dtype:
-        return (grad * factor if keep else grad.mul_(factor)).to(dtype)
-    if not per_row and bool(grad_output == 1):
+    same_dtype = dtype is None or dtype == grad.dtype
+    if same_dtype and not per_row and bool(grad_output == 1):
         return grad.clone() if keep else grad
-    return grad * factor if keep else grad.mul_(factor)
+    factor = (grad_output.unsqueeze(-1) if per_row else grad_output).to(grad.dtype)
+    scaled = grad * factor if keep else grad.mul_(factor)
+    return scaled if same_dtype else scaled.to(dtype)
 
 
 # ----------------------------------------------------------------------------------------------- reference
