@@ -105,7 +105,7 @@ def hybrid_kd_loss(
     _check_logits(student_logits, pre_logits, fine_logits)
     lead_shape = student_logits.shape[:-1]
     num_classes = student_logits.shape[-1]
-    flat_labels = _check_labels(labels, student_logits, ignore_index)
+    flat_labels = _check_labels(labels, lead_shape, num_classes, student_logits.device, ignore_index)
     student = student_logits.reshape(-1, num_classes)
     # Teachers are constants of this loss: detached, they get no gradient, and a loss whose student needs none
     # does not require grad either, whatever the teachers say.
@@ -179,24 +179,31 @@ def _check_logits(student: torch.Tensor, pre: torch.Tensor, fine: torch.Tensor) 
             raise ValueError(f"{name} must be on the device of student_logits ({student.device}), got {x.device}")
 
 
-def _check_labels(labels: torch.Tensor | None, student: torch.Tensor, ignore_index: int) -> torch.Tensor | None:
-    """Validate labels and return them flattened to (N,). One reduction over N labels checks the range."""
+def _check_labels(
+    labels: torch.Tensor | None,
+    lead: torch.Size,
+    num_classes: int,
+    device: torch.device,
+    ignore_index: int,
+    source: str = "student_logits",
+) -> torch.Tensor | None:
+    """Validate labels against the rows' leading shape and return them flattened to (N,); ``source`` is the argument
+    the rows come from, for the messages. One reduction over N labels checks the range."""
     if labels is None:
         return None
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
     if labels.dtype != torch.int64:
         raise TypeError(f"labels must be an int64 tensor, got {labels.dtype}")
-    lead, num_rows = student.shape[:-1], student.shape[:-1].numel()
+    num_rows = lead.numel()
     if labels.shape != lead and labels.shape != (num_rows,):
         raise ValueError(
-            f"labels must have shape {tuple(lead)} (the logits' leading shape) or ({num_rows},), "
+            f"labels must have shape {tuple(lead)} (the leading shape of {source}) or ({num_rows},), "
             f"got {tuple(labels.shape)}"
         )
-    if labels.device != student.device:
-        raise ValueError(f"labels must be on the device of student_logits ({student.device}), got {labels.device}")
+    if labels.device != device:
+        raise ValueError(f"labels must be on the device of {source} ({device}), got {labels.device}")
     flat = labels.reshape(-1)
-    num_classes = student.shape[-1]
     bad = (flat != ignore_index) & ((flat < 0) | (flat >= num_classes))
     if bool(bad.any()):
         index = int(bad.nonzero()[0, 0])
@@ -382,22 +389,30 @@ def _chunk_forward(s, p, f, y, params: LossParams, ce_scale: float, kd_scale: fl
 
 def torch_forward(student, pre, fine, labels, params: LossParams, want_grad: bool):
     """The fallback: loss (reduced as asked) and the gradient w.r.t. student (None if not wanted), chunk by chunk."""
-    num_rows, num_classes = student.shape
     compute = torch.float64 if student.dtype == torch.float64 else torch.float32
-    ce_scale, kd_scale = term_scales(labels, num_rows, params)
-    rows_per_chunk = max(1, _CHUNK_BYTES // (num_classes * compute.itemsize))
-    ce_rows = torch.empty(num_rows, dtype=compute, device=student.device)
-    kd_rows = torch.empty_like(ce_rows)
+    ce_scale, kd_scale = term_scales(labels, student.shape[0], params)
     # the gradient is kept in the compute dtype (float32 for half-precision logits, see the module docstring) and
     # accumulated straight into its rows
     grad = torch.zeros(student.shape, dtype=compute, device=student.device) if want_grad else None
+    ce_rows, kd_rows = torch_rows(student, pre, fine, labels, params, ce_scale, kd_scale, grad)
+    return reduce_rows(ce_rows, kd_rows, ce_scale, kd_scale, params.reduction), grad
+
+
+def torch_rows(student, pre, fine, labels, params: LossParams, ce_scale: float, kd_scale: float, grad):
+    """Per-row (CE, KD) in the compute dtype, rows taken in cache-sized chunks; adds d(loss)/d(student), with the
+    reduction's term scales applied, into ``grad`` (zeroed, compute dtype) when it is not None."""
+    num_rows, num_classes = student.shape
+    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    rows_per_chunk = max(1, _CHUNK_BYTES // (num_classes * compute.itemsize))
+    ce_rows = torch.empty(num_rows, dtype=compute, device=student.device)
+    kd_rows = torch.empty_like(ce_rows)
     for start in range(0, num_rows, rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
         s, p, f = (x[rows].to(compute) for x in (student, pre, fine))
         y = None if labels is None else labels[rows]
         chunk_grad = None if grad is None else grad[rows]
         ce_rows[rows], kd_rows[rows] = _chunk_forward(s, p, f, y, params, ce_scale, kd_scale, chunk_grad)
-    return reduce_rows(ce_rows, kd_rows, ce_scale, kd_scale, params.reduction), grad
+    return ce_rows, kd_rows
 
 
 class _TorchHybridKD(torch.autograd.Function):

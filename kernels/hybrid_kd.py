@@ -240,7 +240,7 @@ def _launch_config(n_cols: int, block_size: int | None) -> tuple[int, int]:
     return block_size, max(4, min(16, block_size // 256))
 
 
-def _term_scales(labels: torch.Tensor | None, num_rows: int, params: LossParams, device) -> torch.Tensor:
+def term_scales_tensor(labels: torch.Tensor | None, num_rows: int, params: LossParams, device) -> torch.Tensor:
     """[CE scale, KD scale] as a device tensor, so "mean" needs no host sync to count the labelled rows."""
     scales = torch.ones(2, dtype=torch.float32, device=device)
     if params.reduction == "mean":
@@ -250,23 +250,39 @@ def _term_scales(labels: torch.Tensor | None, num_rows: int, params: LossParams,
     return scales
 
 
-def hybrid_kd_forward(student, pre, fine, labels, params: LossParams, *, need_grad: bool, block_size=None):
-    """Launch the kernel once: (fp32 per-row losses scaled for the reduction, gradient or None)."""
+def hybrid_kd_forward(
+    student, pre, fine, labels, params: LossParams, *, need_grad: bool, block_size=None, scales=None, grad=None
+):
+    """Launch the kernel once: (fp32 per-row losses scaled for the reduction, gradient or None).
+
+    ``scales``: the reduction's [CE scale, KD scale] as a (2,) float32 device tensor, for callers that run the rows
+    in chunks of a larger batch (hybridft.linear_loss); default: from ``labels`` and ``params``. ``grad``: a float32
+    (N, C) buffer (last dim contiguous) to write the gradient into, instead of a new one; it may be ``student``
+    itself (float32), which the kernel then overwrites in place: each program reads a column block of its row before
+    it writes the same block, and no program reads another row.
+    """
     if student.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"the Triton kernel takes float32, bfloat16 or float16 logits, got {student.dtype}")
     num_rows, n_cols = student.shape
     student, pre, fine = (x if x.stride(-1) == 1 else x.contiguous() for x in (student, pre, fine))
     has_ce = labels is not None and params.ce_weight > 0
     blend_mode = BLEND_STUDENT if params.alpha == 0 else BLEND_PRE if params.alpha == 1 else BLEND_MIX
+    need_grad = need_grad or grad is not None
     write_grad = need_grad and params.alpha < 1  # with α = 1 the student does not enter the loss: gradient 0
     loss_rows = torch.empty(num_rows, dtype=torch.float32, device=student.device)
-    grad = None
-    if need_grad:  # float32 whatever the logits' dtype: scaled and cast once in backward (hybridft.loss.scale_grad)
+    if grad is not None and (grad.dtype != torch.float32 or grad.shape != student.shape or grad.stride(-1) != 1):
+        raise ValueError(
+            f"grad must be a float32 {tuple(student.shape)} buffer with a contiguous last dim, got {grad.dtype} "
+            f"{tuple(grad.shape)} with strides {grad.stride()}"
+        )
+    if need_grad and grad is None:  # float32 whatever the logits' dtype: scaled and cast once in backward
         grad = torch.empty(student.shape, dtype=torch.float32, device=student.device)
-        if not write_grad:
-            grad.zero_()
+    if need_grad and not write_grad:
+        grad.zero_()
     if num_rows == 0:
         return loss_rows, grad
+    if scales is None:
+        scales = term_scales_tensor(labels, num_rows, params, student.device)
     block, num_warps = _launch_config(n_cols, block_size)
     # Triton launches on the current CUDA device: make it the inputs' one (a no-op on CPU under the interpreter).
     on_device = torch.cuda.device(student.device) if student.is_cuda else contextlib.nullcontext()
@@ -278,7 +294,7 @@ def hybrid_kd_forward(student, pre, fine, labels, params: LossParams, *, need_gr
             labels if has_ce else loss_rows,
             grad if write_grad else None,
             loss_rows,
-            _term_scales(labels, num_rows, params, student.device),
+            scales,
             params,
             blend_mode,
             has_ce,
