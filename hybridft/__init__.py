@@ -1,6 +1,6 @@
 """hybridft: compare full fine-tuning, adapters, LoRA and hybrid fine-tuning on GLUE, SQuAD and CoNLL-2003.
 
-``from hybridft import hybrid_kd_loss`` needs only torch (and triton for the fused kernel); everything that pulls
+``from hybridft import hybrid_kd_loss`` (and ``hybrid_kd_linear_loss``) needs only torch (and triton for the fused kernel); everything that pulls
 in transformers, datasets or evaluate is imported lazily by its own submodule.
 """
 
@@ -33,6 +33,7 @@ def _mount_source_kernels() -> None:
 
 _mount_source_kernels()
 
+from hybridft.linear_loss import hybrid_kd_linear_loss  # noqa: E402
 from hybridft.loss import hybrid_kd_loss  # noqa: E402  (needs the mount above for the triton backend)
 
-__all__ = ["__version__", "hybrid_kd_loss"]
+__all__ = ["__version__", "hybrid_kd_linear_loss", "hybrid_kd_loss"]
