@@ -77,6 +77,7 @@ def tables(session: nox.Session) -> None:
 
 @nox.session(name="bench-kernels", default=False)
 def bench_kernels(session: nox.Session) -> None:
-    """Time and measure the fused loss backends; writes results/kernels/*.csv. Extra args go to the script."""
+    """Time and measure the fused losses; writes results/kernels/*.csv. Args: `rows ...` or `linear ...` runs one
+    script with its own arguments (see `python -m bench.kernels --help`); none runs both with their defaults."""
     _install(session, "bench")
-    session.run("python", "-m", "bench.kernels.bench_hybrid_kd", *session.posargs, env=_offline_env())
+    session.run("python", "-m", "bench.kernels", *session.posargs, env=_offline_env())

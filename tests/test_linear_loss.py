@@ -1,9 +1,5 @@
-"""hybrid_kd_linear_loss (every back end) against an independent float64 NumPy reference.
-
-The reference forms the three logit matrices h·Wᵀ + b in float64 NumPy, takes the loss and its closed-form gradient
-w.r.t. the student logits from tests/_loss_reference.py, and maps that gradient back by hand: grad_h = G·W,
-grad_W = Gᵀ·h, grad_b = Σ_rows G. No autograd and no library code are involved.
-"""
+"""hybrid_kd_linear_loss (every back end) against the independent float64 NumPy reference of tests/_linear_cases.py
+(logits, loss and gradients formed in NumPy by hand: no autograd and no library code)."""
 
 from __future__ import annotations
 
@@ -16,8 +12,8 @@ import torch
 
 from hybridft import hybrid_kd_linear_loss, hybrid_kd_loss
 from hybridft.linear_loss import MIN_CHUNK_ROWS, auto_chunk_rows
+from tests._linear_cases import linear_reference, make_heads, make_labels
 from tests._loss_cases import LOSS_TOL
-from tests._loss_reference import hybrid_kd_reference
 
 BACKENDS = ["torch", "reference", pytest.param("triton", marks=pytest.mark.triton)]
 # Matmuls accumulate in float32 for every dtype; gradients are compared relative to their largest entry (atol) and
@@ -28,52 +24,6 @@ DTYPE_TOLS = [
     pytest.param(torch.float16, 1e-3, 2e-3, id="fp16"),
 ]
 GRAD_NAMES = ("student_hidden", "student_weight", "student_bias")
-
-
-def make_heads(rows, hidden, vocab, dtype=torch.float32, *, teacher_hidden=None, bias=True, lead=None, scale=3.0):
-    """Fresh (hidden, weight, bias) for student, pre and fine, rounded to dtype; logits come out at about ``scale``.
-    ``teacher_hidden``: (H_pre, H_fine), the teachers' own widths (default the student's)."""
-    widths = (hidden, *(teacher_hidden or (hidden, hidden)))
-    heads = []
-    for width in widths:
-        shape = (*lead, width) if lead else (rows, width)
-        h = torch.randn(shape).to(dtype)
-        w = (torch.randn(vocab, width) * (scale / width**0.5)).to(dtype)
-        b = torch.randn(vocab).to(dtype) if bias else None
-        heads.append((h, w, b))
-    return heads
-
-
-def make_labels(lead, vocab, pattern="mixed"):
-    if pattern == "none":
-        return None
-    labels = torch.randint(0, vocab, lead)
-    if pattern == "mixed":
-        labels.view(-1)[torch.rand(labels.numel()) < 0.35] = -100
-    elif pattern == "ignored":
-        labels.fill_(-100)
-    return labels
-
-
-def linear_reference(heads, labels, grad_output=None, **kwargs):
-    """(loss, [grad_h, grad_W, grad_b]) in float64; grad_output: the per-row incoming gradient for "none"."""
-
-    def f64(x):
-        return None if x is None else x.detach().double().numpy()
-
-    logits = []
-    for h, w, b in heads:
-        z = f64(h) @ f64(w).T
-        logits.append(torch.from_numpy(z if b is None else z + f64(b)))
-    loss, grad = hybrid_kd_reference(*logits, labels, **kwargs)
-    g = grad.numpy().reshape(-1, grad.shape[-1])
-    if grad_output is not None:
-        g = g * grad_output.double().numpy().reshape(-1, 1)
-    h, w, b = heads[0]
-    h = f64(h).reshape(-1, h.shape[-1])
-    grads = [torch.from_numpy(g @ f64(w)).reshape(heads[0][0].shape), torch.from_numpy(g.T @ h)]
-    grads.append(None if b is None else torch.from_numpy(g.sum(axis=0)))
-    return loss, grads
 
 
 def run_linear(backend, heads, labels, grad_output=None, **kwargs):
@@ -368,3 +318,37 @@ def test_smollm2_head_on_the_fallback(seed):
     ref_loss, ref_grads = _blockwise_reference(heads, labels, 512, **kwargs)
     assert np.isclose(float(loss), ref_loss, rtol=2e-6)
     assert_grads_match(grads, ref_grads, 2e-5, 1e-3)
+
+
+def test_real_causal_lm_head_with_tied_embeddings(seed):
+    """A Llama model with tied embeddings: the loss from its final hidden states and lm_head weight equals
+    hybrid_kd_loss of its own logits, and the tied weight's gradient (embedding + head) matches the reference."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=503, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, tie_word_embeddings=True, max_position_embeddings=64,
+    )  # fmt: skip
+    ids = torch.randint(0, 503, (2, 9))
+    labels = torch.where(torch.rand(2, 9) < 0.3, -100, torch.randint(0, 503, (2, 9)))
+    teachers = [transformers.LlamaForCausalLM(config).eval() for _ in range(2)]
+    with torch.no_grad():
+        (pre_h, pre_logits), (fine_h, fine_logits) = (
+            (out.hidden_states[-1], out.logits) for out in (t(ids, output_hidden_states=True) for t in teachers)
+        )
+    results = {}
+    for backend in ("torch", "reference"):
+        student = transformers.LlamaForCausalLM(config)
+        student.load_state_dict(teachers[1].state_dict())  # start from the fine teacher: student ≈ teacher
+        assert student.lm_head.weight is student.model.embed_tokens.weight
+        hidden = student.model(ids).last_hidden_state
+        loss = hybrid_kd_linear_loss(
+            hidden, student.lm_head.weight, pre_h, teachers[0].lm_head.weight, fine_h, teachers[1].lm_head.weight,
+            labels, alpha=0.5, temperature=2.0, backend=backend,
+        )  # fmt: skip
+        loss.backward()
+        results[backend] = (loss.detach(), student.lm_head.weight.grad.clone())
+        with torch.no_grad():
+            logits = student(ids).logits
+        expected = hybrid_kd_loss(logits, pre_logits, fine_logits, labels, alpha=0.5, temperature=2.0)
+        torch.testing.assert_close(loss.detach(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results["torch"][1], results["reference"][1], atol=1e-6, rtol=1e-4)

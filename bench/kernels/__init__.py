@@ -1,1 +1,2 @@
-"""Kernel micro-benchmarks: `python -m bench.kernels.bench_hybrid_kd` times the fused loss back ends."""
+"""Kernel micro-benchmarks: `python -m bench.kernels` runs both; `bench_hybrid_kd` times the loss back ends on
+logits, `bench_linear` the fused-linear loss from hidden states against materialised logits."""

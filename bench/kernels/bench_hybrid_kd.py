@@ -213,13 +213,18 @@ def paired_speedups(slow: Case, fast: Case, *, repeats: int, threads: int | None
     on a CPU shared with other jobs; one thread measures the work each back end does, not the scheduler.
     """
     with torch_threads(threads):
-        (slow_in, slow_fn), (fast_in, fast_fn) = setup(slow), setup(fast)
-        slow_fn(slow_in), fast_fn(fast_in)  # warm-up
-        ratios = []
-        for _ in range(repeats):
-            slow_time = time_fn(slow_fn, slow_in, slow.device, repeats=1, warmup=0)[0]
-            fast_time = time_fn(fast_fn, fast_in, fast.device, repeats=1, warmup=0)[0]
-            ratios.append(slow_time / fast_time)
+        return paired_ratios(setup(slow), setup(fast), slow.device, repeats=repeats)
+
+
+def paired_ratios(slow, fast, device: str, *, repeats: int) -> list[float]:
+    """time(slow)/time(fast) per alternating pair, after one warm-up each; slow and fast are (inputs, fn)."""
+    (slow_in, slow_fn), (fast_in, fast_fn) = slow, fast
+    slow_fn(slow_in), fast_fn(fast_in)  # warm-up
+    ratios = []
+    for _ in range(repeats):
+        slow_time = time_fn(slow_fn, slow_in, device, repeats=1, warmup=0)[0]
+        fast_time = time_fn(fast_fn, fast_in, device, repeats=1, warmup=0)[0]
+        ratios.append(slow_time / fast_time)
     return ratios
 
 
@@ -253,17 +258,17 @@ def add_ratios(rows: list[dict[str, object]]) -> None:
     rows.extend(derived)
 
 
-def write_rows(path: Path, new_rows: list[dict[str, object]]) -> None:
+def write_rows(path: Path, new_rows: list[dict[str, object]], key_fields=KEY_FIELDS, fields=FIELDS) -> None:
     """Merge into the CSV: rows with the same key as a new row are replaced, the rest kept; atomic replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = {tuple(str(r[k]) for k in KEY_FIELDS) for r in new_rows}
+    keys = {tuple(str(r[k]) for k in key_fields) for r in new_rows}
     kept = []
     if path.exists():
         with path.open(newline="") as fh:
-            kept = [r for r in csv.DictReader(fh) if tuple(r[k] for k in KEY_FIELDS) not in keys]
+            kept = [r for r in csv.DictReader(fh) if tuple(r[k] for k in key_fields) not in keys]
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(kept)
         writer.writerows(new_rows)
