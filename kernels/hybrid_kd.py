@@ -5,23 +5,34 @@ Math (DESIGN.md §2, hybridft/loss.py): per row, m = α·pre + (1−α)·student
     loss = ce_weight·(lse(m) − m_y) + T²·Σ_t w_t·KL(softmax(t/T) ‖ softmax(b))      t ∈ {pre, fine}, w = β, γ
     d/dm = (1−α)·[ce_weight·(softmax(m) − onehot(y)) + T·Σ_t w_t·(softmax(b) − softmax(t/T))]
 
-One program per row, two passes over its column blocks (Liger's fused cross-entropy does the same):
-  pass 1  online softmax statistics — a running max and sum of exp for b (and for m when T ≠ 1) and for each
-          teacher a = t/T, plus acc_t = Σ exp(a − max_a)·(a − b), rescaled whenever max_a moves. Then
-          KL_t = acc_t/sum_a − (max_a − max_b) − log(sum_a/sum_b), which never needs a whole row in registers and
-          keeps precision when student ≈ teacher (a − b is formed per element, the two logs as one ratio).
-  pass 2  reload the row block by block and write the gradient (the normalisers are only known after pass 1).
-A single pass would have to keep the row on chip or write unnormalised values and fix them up (one more read and
-write of N·C); the second read of pass 2 mostly hits L2 instead, since the program just streamed that row.
-DRAM traffic is therefore close to the floor of 3 reads + 1 write. Probabilities are never stored.
+Each program takes a (ROWS, BLOCK) tile: one row, or for C ≤ 256 several (a warp's worth of short rows, so C = 2,
+3, 9 keep the lanes busy; a warp per row from 32 lanes of columns). Two passes, as in Liger's fused cross-entropy:
+  pass 1  softmax statistics — a max and sum of exp for b (and for m when T ≠ 1; m and b share the max) and for
+          each teacher a = t/T, plus acc_t = Σ exp(a − max_a)·(a − b). Then
+          KL_t = acc_t/sum_a − (max_a − max_b) − log(sum_a/sum_b), which keeps precision when student ≈ teacher
+          (a − b is formed per element, the two logs as one ratio). A row that fits one block (C ≤ 2048) is reduced
+          directly and stays in registers. A longer row streams in blocks of 2048 with per-lane running statistics
+          (one exp per element and statistic: exp(−|x − max|) is x's weight or the old sum's rescale) and a single
+          cross-warp reduction after the loop, instead of ~20 bar.sync per block.
+  pass 2  the gradient, from the registers (one block) or by reloading the row block by block, mostly from L2.
+DRAM traffic is close to the floor of 3 reads + 1 write, and exactly that for rows of up to 2048 classes.
+Probabilities are never stored. Loads and stores are 128-bit where VEC (the power of two ≤ 16 dividing C and every
+row stride) allows: the kernel restates C and the strides as multiples of VEC, which the compiler can see.
+
+Launches per call of HybridKDFunction on CUDA: forward 1 (this kernel) for "none", 2 for "sum" (+ the sum of the
+rows), 3 for "mean" (+ _term_scales_kernel, which counts the labelled rows on the device); backward 0 (float32
+logits, grad_output 1, gradient ≥ 2^22 entries: one host sync instead) or 1 (scale, and cast for half precision).
+No host sync on the forward. hybrid_kd_loss's label check adds a few small torch launches and a device-side assert.
 
 Backward only scales the stored gradient by grad_output (hybridft.loss.scale_grad). The stored gradient is float32
 for every input dtype (N·C·4 bytes): a loss scaler's factor is applied in float32 and the result cast once.
 
-Masked classes are −inf. The running maxima start at −FLT_MAX instead of −inf, so a block that is fully masked
+Masked classes are −inf. The maxima never go below −FLT_MAX (−FLT_MAX·T for m when T < 1), so a block that is fully masked
 gives exp(−inf − (−FLT_MAX)) = 0 rather than exp(−inf + inf) = NaN, and no lane ever forms 0·inf: a teacher class at
 −inf has p = 0 and is zeroed before it multiplies (a − b). Where b is −inf but a teacher is finite, KL is +inf (its
-true value), also where the teacher's weight exp(a − max) underflowed to 0; the gradient stays finite. NaN inputs propagate to the row's loss and gradient.
+true value), also where the teacher's weight exp(a − max) underflowed to 0 (a +inf term is never rescaled to
+0·inf); the gradient stays finite. NaN inputs propagate to the row's loss and gradient. Rows past N in the last
+program reread row N − 1 (finite, in bounds) and are never stored.
 """
 
 from __future__ import annotations
@@ -39,11 +50,11 @@ from hybridft.loss import LossParams, scale_grad
 
 # Blend modes: which inputs m reads. α = 0 and α = 1 read one input only, so 0·(−inf) can never appear.
 BLEND_STUDENT, BLEND_PRE, BLEND_MIX = 0, 1, 2
-# Column block: a power of two ≤ 2048, one warp per 256 columns. Compiled for sm_90 (H100) with ptxas and read back
-# with cuobjdump (tests/kernels/test_hybrid_kd.py keeps checking it): 2048 columns over 8 warps take 64 registers
-# per thread and no local memory, so 4 programs (rows) fit on an SM, 48 KB of loads in flight; 4096 over 16 warps
-# needs 79 registers (1 program per SM), 8192 needs 122. A whole 128k row in registers, as Liger's JSD loads it,
-# would spill and collapse. Not yet timed on a GPU: this session had none.
+# Column block: a power of two ≤ 2048, 16 bytes of each input per thread (8 bf16 over 8 warps, 4 fp32 over 16).
+# Compiled for sm_90 (H100) with ptxas and read back with cuobjdump (tests/kernels/test_hybrid_kd.py keeps checking
+# it): the streamed row keeps 9 per-lane statistics, 148 registers for bf16 (157 at VEC = 1), 76 for fp32, no
+# spills; a row of one block 80; multi-row tiles 32–85. A whole 128k row in registers, as Liger's JSD loads it, would
+# spill and collapse. Not yet timed on a GPU: this session had none.
 MAX_BLOCK_SIZE = 2048
 
 
@@ -71,11 +82,14 @@ def _lane_teacher_update(run_max, run_sum, run_acc, a, b):
     """Per-lane statistics of one teacher a = t/T against b = m/T: max, Σ exp(a − max), Σ exp(a − max)·(a − b).
     A +inf term stays +inf through every later rescale, also one that underflows to 0 (never 0·inf = NaN)."""
     diff = _kl_terms(a, b)
+    to_inf = (run_acc == float("inf")) | (diff == float("inf"))
+    diff = tl.where(to_inf, 0.0, diff)  # the products below only ever see finite values
+    acc = tl.where(to_inf, 0.0, run_acc)
     gap = tl.exp(-tl.abs(a - run_max))
     raises = a > run_max
     new_sum = tl.where(raises, run_sum * gap + 1.0, run_sum + gap)
-    new_acc = tl.where(raises, run_acc * gap + diff, run_acc + gap * diff)
-    new_acc = tl.where((run_acc == float("inf")) | (diff == float("inf")), float("inf"), new_acc)
+    new_acc = tl.where(raises, acc * gap + diff, acc + gap * diff)
+    new_acc = tl.where(to_inf, float("inf"), new_acc)
     return tl.where(raises, a, run_max), new_sum, new_acc
 
 
@@ -85,7 +99,7 @@ def _teacher_stats(a, b, floor):
     a_max = tl.maximum(tl.max(a, axis=1), floor)
     weight = tl.exp(a - a_max[:, None])
     term = _kl_terms(a, b)
-    term = tl.where(term == float("inf"), term, weight * term)
+    term = tl.where(term == float("inf"), term, weight * tl.where(term == float("inf"), 0.0, term))
     return a_max, tl.sum(weight, axis=1), tl.sum(term, axis=1)
 
 
@@ -94,7 +108,8 @@ def _lane_combine(lane_max, lane_sum, lane_acc, floor):
     """The cross-lane reduction after the loop: per-lane (max, sum, acc) → per-row, each lane rescaled to the row max."""
     row_max = tl.maximum(tl.max(lane_max, axis=1), floor)
     weight = tl.exp(lane_max - row_max[:, None])
-    acc = tl.where(lane_acc == float("inf"), lane_acc, lane_acc * weight)
+    is_inf = lane_acc == float("inf")
+    acc = tl.where(is_inf, lane_acc, tl.where(is_inf, 0.0, lane_acc) * weight)
     return row_max, tl.sum(lane_sum * weight, axis=1), tl.sum(acc, axis=1)
 
 
