@@ -188,7 +188,9 @@ def _check_labels(
     source: str = "student_logits",
 ) -> torch.Tensor | None:
     """Validate labels against the rows' leading shape and return them flattened to (N,); ``source`` is the argument
-    the rows come from, for the messages. One reduction over N labels checks the range."""
+    the rows come from, for the messages. One reduction over N labels checks the range: on CPU it raises ValueError
+    with the first bad label; on CUDA it is a device-side assert (torch._assert_async, as F.cross_entropy does),
+    so the training step never waits for the GPU here."""
     if labels is None:
         return None
     if not isinstance(labels, torch.Tensor):
@@ -205,6 +207,10 @@ def _check_labels(
         raise ValueError(f"labels must be on the device of {source} ({device}), got {labels.device}")
     flat = labels.reshape(-1)
     bad = (flat != ignore_index) & ((flat < 0) | (flat >= num_classes))
+    if flat.is_cuda:
+        message = f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
+        torch._assert_async(bad.any().logical_not(), message)
+        return flat
     if bool(bad.any()):
         index = int(bad.nonzero()[0, 0])
         raise ValueError(
@@ -447,16 +453,20 @@ def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool, dty
     No second (N, C) buffer in the usual case: a scalar grad_output of 1 (plain ``loss.backward()``) hands the
     stored tensor over, any other factor scales it in place. Both are only safe because the graph is freed after
     this backward; with retain_graph=True the stored gradient is left untouched and a new tensor is returned, so
-    repeated backward calls stay correct. The ``== 1`` test is a host sync on CUDA, cheaper than a pass over N·C.
-    A float32 gradient of half-precision logits is scaled in float32 and cast once (no host sync on that path).
+    repeated backward calls stay correct. The ``== 1`` test reads grad_output on the host: free on CPU, a host sync
+    on CUDA, so there it is made only for a gradient of at least 2^22 entries, where the pass over N·C it saves
+    (32 MiB of traffic and more) should outweigh a sync (an estimate, not yet timed); smaller ones are scaled.
+    A float32 gradient of half-precision logits is scaled in float32 and cast in the same pass (no host sync).
     """
     keep = _graph_kept()
     same_dtype = dtype is None or dtype == grad.dtype
-    if same_dtype and not per_row and bool(grad_output == 1):
+    check_one = not grad.is_cuda or grad.numel() >= 1 << 22
+    if same_dtype and not per_row and check_one and bool(grad_output == 1):
         return grad.clone() if keep else grad
     factor = (grad_output.unsqueeze(-1) if per_row else grad_output).to(grad.dtype)
-    scaled = grad * factor if keep else grad.mul_(factor)
-    return scaled if same_dtype else scaled.to(dtype)
+    if not same_dtype:  # one pass: float32 product, rounded once to dtype
+        return torch.mul(grad, factor, out=torch.empty(grad.shape, dtype=dtype, device=grad.device))
+    return grad * factor if keep else grad.mul_(factor)
 
 
 # ----------------------------------------------------------------------------------------------- reference
