@@ -177,21 +177,35 @@ def measure(case: Case, repeats: int) -> list[dict[str, object]]:
         return [{"metric": "oom", "value": 1, "unit": "flag", "method": "torch.OutOfMemoryError during the case"}]
     finally:
         del inputs
-    ms = [t * 1e3 for t in times]
-    timing = f"wall time of loss + backward, {repeats} runs after 1 warm-up"
-    rows = [
-        {"metric": f"time_ms_{stat}", "value": value, "unit": "ms", "method": timing}
-        for stat, value in (
-            ("median", statistics.median(ms)), ("q1", quantile(ms, 0.25)), ("q3", quantile(ms, 0.75)),
-            ("min", min(ms)), ("max", max(ms)),
-        )
-    ]  # fmt: skip
+    rows = timing_rows(times, f"wall time of loss + backward, {repeats} runs after 1 warm-up")
     gbps = case.floor_bytes() / (statistics.median(times) * 1e9)
     rows.append({"metric": "gbps_floor", "value": gbps, "unit": "GB/s", "method": "(3 reads + 1 write) / median"})
     rows.append(
         {"metric": "extra_peak_mib", "value": peak / 2**20, "unit": "MiB", "method": memory_method(case.device)}
     )
     return rows
+
+
+def timing_rows(seconds: list[float], method: str) -> list[dict[str, object]]:
+    """time_ms_{median,q1,q3,min,max} metric rows of timed runs (seconds)."""
+    ms = [t * 1e3 for t in seconds]
+    stats = (
+        ("median", statistics.median(ms)), ("q1", quantile(ms, 0.25)), ("q3", quantile(ms, 0.75)),
+        ("min", min(ms)), ("max", max(ms)),
+    )  # fmt: skip
+    return [{"metric": f"time_ms_{stat}", "value": value, "unit": "ms", "method": method} for stat, value in stats]
+
+
+def provenance_fields() -> dict[str, object]:
+    """The provenance columns every kernel-benchmark row carries (hybridft.provenance.collect, flattened)."""
+    provenance = collect()
+    return {
+        "device_label": device_label(), "python": provenance["python"],
+        "hardware": json.dumps(provenance["hardware"], sort_keys=True),
+        "versions": json.dumps(provenance["versions"], sort_keys=True),
+        "git_revision": provenance["git_revision"], "git_dirty": provenance["git_dirty"],
+        "timestamp": provenance["timestamp"],
+    }  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -351,14 +365,7 @@ def main(argv=None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    provenance = collect()
-    common = {
-        "device_label": device_label(), "threads": torch.get_num_threads(), "python": provenance["python"],
-        "hardware": json.dumps(provenance["hardware"], sort_keys=True),
-        "versions": json.dumps(provenance["versions"], sort_keys=True),
-        "git_revision": provenance["git_revision"], "git_dirty": provenance["git_dirty"],
-        "timestamp": provenance["timestamp"],
-    }  # fmt: skip
+    common = {**provenance_fields(), "threads": torch.get_num_threads()}
     rows = []
     for case in tqdm(build_cases(args), desc="hybrid_kd", unit="case", dynamic_ncols=True):
         for metric in measure(case, args.repeats):

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,13 +29,13 @@ import torch
 from bench.kernels.bench_hybrid_kd import (
     extra_peak_bytes,
     memory_method,
-    quantile,
+    provenance_fields,
     time_fn,
+    timing_rows,
     torch_threads,
     write_rows,
 )
 from hybridft import hybrid_kd_linear_loss, hybrid_kd_loss
-from hybridft.provenance import collect, device_label
 
 PATHS = ("fused_torch", "fused_triton", "matmul_torch", "matmul_triton", "matmul_reference")
 CPU_SHAPES = ((4096, 576, 49152),)
@@ -120,13 +118,8 @@ def measure_paths(cases: list[LinearCase], repeats: int) -> list[dict[str, objec
             continue
         inputs, fn = prepared[case.path]
         peak = extra_peak_bytes(fn, inputs, device)
-        ms = [t * 1e3 for t in times[case.path]]
         timing = f"wall time of forward + backward, {repeats} alternating rounds after 1 warm-up"
-        for stat, value in (
-            ("median", statistics.median(ms)), ("q1", quantile(ms, 0.25)), ("q3", quantile(ms, 0.75)),
-            ("min", min(ms)), ("max", max(ms)),
-        ):  # fmt: skip
-            rows.append({**asdict(case), "metric": f"time_ms_{stat}", "value": value, "unit": "ms", "method": timing})
+        rows += [{**asdict(case), **row} for row in timing_rows(times[case.path], timing)]
         rows.append(
             {**asdict(case), "metric": "extra_peak_mib", "value": peak / 2**20, "unit": "MiB",
              "method": memory_method(device)}
@@ -244,14 +237,7 @@ def main(argv=None) -> int:
     if args.summary_only:
         print(f"wrote {write_summary(args.out)}")
         return 0
-    provenance = collect()
-    common = {
-        "device_label": device_label(), "python": provenance["python"],
-        "hardware": json.dumps(provenance["hardware"], sort_keys=True),
-        "versions": json.dumps(provenance["versions"], sort_keys=True),
-        "git_revision": provenance["git_revision"], "git_dirty": provenance["git_dirty"],
-        "timestamp": provenance["timestamp"],
-    }  # fmt: skip
+    common = provenance_fields()
     rows = []
     with torch_threads(args.threads):
         for group in tqdm(build_shapes(args), desc="hybrid_kd_linear", unit="shape", dynamic_ncols=True):
