@@ -237,9 +237,9 @@ def main(argv=None) -> int:
     if args.summary_only:
         print(f"wrote {write_summary(args.out)}")
         return 0
-    common = provenance_fields()
     rows = []
     with torch_threads(args.threads):
+        common = provenance_fields()  # inside, so that its hardware.torch_threads is the count the cases ran with
         for group in tqdm(build_shapes(args), desc="hybrid_kd_linear", unit="shape", dynamic_ncols=True):
             threads = torch.get_num_threads() if group[0].device == "cpu" else 0
             for row in measure_paths(group, args.repeats):
