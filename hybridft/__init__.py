@@ -1,7 +1,7 @@
 """hybridft: compare full fine-tuning, adapters, LoRA and hybrid fine-tuning on GLUE, SQuAD and CoNLL-2003.
 
-``from hybridft import hybrid_kd_loss`` (and ``hybrid_kd_linear_loss``) needs only torch (and triton for the fused kernel); everything that pulls
-in transformers, datasets or evaluate is imported lazily by its own submodule.
+``from hybridft import hybrid_kd_loss`` (and ``hybrid_kd_linear_loss``) needs only torch (and triton for the fused
+kernel); everything that pulls in transformers, datasets or evaluate is imported lazily by its own submodule.
 """
 
 from __future__ import annotations

@@ -47,11 +47,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from hybridft.loss import (
-    _FLOAT_DTYPES,
     LossParams,
+    _check_float_tensor,
     _check_labels,
     _check_scalars,
     _resolve_backend,
+    compute_dtype,
     reduce_rows,
     reference_loss,
     scale_grad,
@@ -111,7 +112,7 @@ def hybrid_kd_linear_loss(
         rows += [h.detach().reshape(-1, h.shape[-1]), w.detach(), None if b is None else b.detach()]
 
     # the row math runs on float32 logits whatever the input dtype (float64 on float64): "auto" asks about those
-    compute = torch.float64 if student_hidden.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(student_hidden.dtype)
     probe = student_hidden.new_empty(0, dtype=compute) if backend == "auto" else student_hidden
     name = _resolve_backend(backend, probe)
     if name == "reference":
@@ -141,13 +142,7 @@ def _check_heads(*heads) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor 
             name = f"{prefix}_{kind}"
             if x is None and kind == "bias":
                 continue
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-            if x.dtype not in _FLOAT_DTYPES:
-                raise TypeError(
-                    f"{name} must be a floating-point tensor of dtype float32, bfloat16, float16 or float64, "
-                    f"got {x.dtype}"
-                )
+            _check_float_tensor(name, x)
             if x is not student_hidden and x.dtype != student_hidden.dtype:
                 raise TypeError(f"{name} must have the dtype of student_hidden ({student_hidden.dtype}), got {x.dtype}")
             if x.device != student_hidden.device:
@@ -181,7 +176,7 @@ def _check_heads(*heads) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor 
 
 def reference_linear_loss(h_s, w_s, b_s, h_p, w_p, b_p, h_f, w_f, b_f, labels, params: LossParams) -> torch.Tensor:
     """F.linear of each head in the compute dtype, then the reference loss; autograd does the rest."""
-    compute = torch.float64 if h_s.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(h_s.dtype)
 
     def logits(h, w, b):
         return torch.nn.functional.linear(h.to(compute), w.to(compute), None if b is None else b.to(compute))
@@ -207,19 +202,21 @@ def linear_forward(inputs, labels, params: LossParams, chunk_rows: int, backend:
     h_s, w_s, b_s, h_p, w_p, b_p, h_f, w_f, b_f = inputs
     num_rows, vocab = h_s.shape[0], w_s.shape[0]
     device = h_s.device
-    compute = torch.float64 if h_s.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(h_s.dtype)
     # weights and biases in the compute dtype once (no copy when they already are)
     w_s, w_p, w_f = (w.to(compute) for w in (w_s, w_p, w_f))
     b_s, b_p, b_f = (None if b is None else b.to(compute) for b in (b_s, b_p, b_f))
     student_read = params.alpha < 1.0  # with α = 1 the student is not read (its gradient is 0)
     want_grad = student_read and any(needs)
     per_row = row_weight is not None or params.reduction == "none"
-    if row_weight is not None or params.reduction != "mean":
-        ce_scale = kd_scale = 1.0
-    else:
-        ce_scale, kd_scale = term_scales(labels, num_rows, params)
+    scaled = row_weight is None and params.reduction == "mean"  # else the row terms stay unscaled
     if backend == "triton":
-        scales = torch.tensor([ce_scale, kd_scale], dtype=torch.float32, device=device)
+        from hybridft.kernels.hybrid_kd import hybrid_kd_forward, term_scales_tensor  # lazy: triton is needed here
+
+        # the whole batch's "mean" factors, counted on the device (no host sync); None: unscaled rows
+        scales = term_scales_tensor(labels, num_rows, params, device) if scaled else None
+    else:
+        ce_scale, kd_scale = term_scales(labels, num_rows, params) if scaled else (1.0, 1.0)
 
     grad_h = torch.zeros(h_s.shape, dtype=compute, device=device) if needs[0] else None
     grad_w = torch.zeros(w_s.shape, dtype=compute, device=device) if needs[1] else None
@@ -241,8 +238,6 @@ def linear_forward(inputs, labels, params: LossParams, chunk_rows: int, backend:
         student = _logits_into(blocks["student"][:count], h_s[rows], w_s, b_s) if student_read else pre
         y = None if labels is None else labels[rows]
         if backend == "triton":
-            from hybridft.kernels.hybrid_kd import hybrid_kd_forward  # lazy: triton is needed here only
-
             loss_rows, grad = hybrid_kd_forward(
                 student, pre, fine, y, params, need_grad=want_grad, scales=scales, grad=student if want_grad else None
             )

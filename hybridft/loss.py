@@ -158,14 +158,18 @@ def _check_scalars(alpha, beta, gamma, temperature, ce_weight, ignore_index, red
     )
 
 
+def _check_float_tensor(name: str, x: object) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating-point tensor of dtype float32, bfloat16, float16 or float64, got {x.dtype}"
+        )
+
+
 def _check_logits(student: torch.Tensor, pre: torch.Tensor, fine: torch.Tensor) -> None:
     for name, x in (("student_logits", student), ("pre_logits", pre), ("fine_logits", fine)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in _FLOAT_DTYPES:
-            raise TypeError(
-                f"{name} must be a floating-point tensor of dtype float32, bfloat16, float16 or float64, got {x.dtype}"
-            )
+        _check_float_tensor(name, x)
         if x.dim() < 2:
             raise ValueError(f"{name} must have shape (N, C) or (..., C), got {tuple(x.shape)}")
     for name, x in (("pre_logits", pre), ("fine_logits", fine)):
@@ -312,6 +316,11 @@ def _resolve_backend(backend: str, student: torch.Tensor) -> str:
 # ---------------------------------------------------------------------------------------- shared arithmetic
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The arithmetic dtype of every back end: float64 for float64 inputs, float32 for all others."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def blend(student: torch.Tensor, pre: torch.Tensor, alpha: float) -> torch.Tensor:
     """m = α·pre + (1−α)·student, reading only the inputs whose weight is non-zero (so 0·(−inf) never occurs)."""
     if alpha == 0.0:
@@ -395,7 +404,7 @@ def _chunk_forward(s, p, f, y, params: LossParams, ce_scale: float, kd_scale: fl
 
 def torch_forward(student, pre, fine, labels, params: LossParams, want_grad: bool):
     """The fallback: loss (reduced as asked) and the gradient w.r.t. student (None if not wanted), chunk by chunk."""
-    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(student.dtype)
     ce_scale, kd_scale = term_scales(labels, student.shape[0], params)
     # the gradient is kept in the compute dtype (float32 for half-precision logits, see the module docstring) and
     # accumulated straight into its rows
@@ -408,7 +417,7 @@ def torch_rows(student, pre, fine, labels, params: LossParams, ce_scale: float, 
     """Per-row (CE, KD) in the compute dtype, rows taken in cache-sized chunks; adds d(loss)/d(student), with the
     reduction's term scales applied, into ``grad`` (zeroed, compute dtype) when it is not None."""
     num_rows, num_classes = student.shape
-    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(student.dtype)
     rows_per_chunk = max(1, _CHUNK_BYTES // (num_classes * compute.itemsize))
     ce_rows = torch.empty(num_rows, dtype=compute, device=student.device)
     kd_rows = torch.empty_like(ce_rows)
@@ -474,7 +483,7 @@ def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool, dty
 
 def reference_loss(student, pre, fine, labels, params: LossParams) -> torch.Tensor:
     """The loss as plain functional ops (autograd does the backward). float32 math, float64 for float64 input."""
-    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(student.dtype)
     s, p, f = student.to(compute), pre.to(compute), fine.to(compute)
     a, t = params.alpha, params.temperature
     m = blend(s, p, a)
