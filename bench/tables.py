@@ -45,10 +45,11 @@ from bench.profiles import ALPHA_SWEEP
 from bench.render import Table, render_latex, render_markdown
 
 TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli",
-              "squad", "squad_v2", "squad_devsplit", "conll2003")  # fmt: skip
+              "squad", "squad_v2", "squad_devsplit", "conll2003", "sst2_lm", "squad_lm")  # fmt: skip
 TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
                "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD", "squad_v2": "SQuAD v2",
-               "squad_devsplit": "SQuAD-devsplit", "conll2003": "CoNLL-2003"}  # fmt: skip
+               "squad_devsplit": "SQuAD-devsplit", "conll2003": "CoNLL-2003", "sst2_lm": "SST-2 (LM)",
+               "squad_lm": "SQuAD-devsplit (LM)"}  # fmt: skip
 METHOD_ORDER = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft",
                 "kd_pre", "kd_fine")  # fmt: skip
 BASELINES = ("plain", "plain_matched")  # the methods the difference table compares against
@@ -60,6 +61,10 @@ OFFLINE_NOTES = {
     "squad_devsplit": "squad_devsplit is not official SQuAD v1.1: the v1.1 dev articles are split by title into a "
     "train part and an evaluation part (SQuAD train is not available offline); its scores are not comparable to "
     "published SQuAD numbers.",
+    "squad_lm": "squad_lm is squad_devsplit as answer generation by a causal LM (greedy decoding, SQuAD's EM/F1 "
+    "normalisation); not comparable to published SQuAD numbers either.",
+    "sst2_lm": "sst2_lm is SST-2 with verbalised labels for a causal LM, scored by comparing the log-likelihoods of "
+    "the two label words after the prompt (no generation).",
 }
 TABLE_FILES = ("table.md", "table.tex")
 COMPUTE_FIELDS = (("train_tokens", "Train tokens"), ("forward_tokens", "Forward tokens"),

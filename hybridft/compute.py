@@ -12,6 +12,12 @@ So full fine-tuning is 6·P per token, a forward-only teacher pass 2·P, LoRA or
 probe on a frozen encoder 2·P + 4·P_head. Tokens are the non-padding tokens of the batches (attention_mask = 1);
 padding costs real time but is not useful compute, and the same rule is applied to every method. This is the
 usual 6·N·D estimate of Kaplan et al. (2020), split by pass; attention's sequence-length term is left out, as there.
+
+One exception to the embedding rule: an output head whose weight is tied to an input embedding (a causal LM's
+``lm_head``, `get_output_embeddings`) is a real (vocabulary × hidden) matmul on every position whose logits are
+formed, so it counts as the pass's last layer: a forward parameter, one that gradients flow through, and trainable
+when its weight is. For SmolLM2-135M that is 28.3 M of 134.5 M weights. A pass that forms logits on only some
+positions (the hybrid LM student, `hybridft.lm_distill`) counts the head on those rows itself.
 """
 
 from __future__ import annotations
@@ -61,7 +67,26 @@ def pass_parameters(model: torch.nn.Module) -> PassParameters:
             backward += n
         if param.requires_grad:
             trainable += n
+    head = tied_output_head(model, embeddings)
+    if head is not None:
+        forward += head.numel()
+        if reached_trainable or head.requires_grad:
+            backward += head.numel()
+        if head.requires_grad:
+            trainable += head.numel()
     return PassParameters(forward=forward, backward=backward, trainable=trainable)
+
+
+def tied_output_head(model: torch.nn.Module, embeddings: set[int] | None = None) -> torch.nn.Parameter | None:
+    """The weight of ``model``'s output head when it is tied to an input embedding (so the embedding rule left it
+    out of the count), else None."""
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.nn.Parameter):
+        return None
+    embeddings = _embedding_parameter_ids(model) if embeddings is None else embeddings
+    return weight if id(weight) in embeddings else None
 
 
 def batch_tokens(inputs: dict) -> torch.Tensor:
@@ -73,4 +98,4 @@ def batch_tokens(inputs: dict) -> torch.Tensor:
     return torch.tensor(ids.numel() if ids is not None else 0)
 
 
-__all__ = ["PassParameters", "batch_tokens", "pass_parameters"]
+__all__ = ["PassParameters", "batch_tokens", "pass_parameters", "tied_output_head"]

@@ -163,6 +163,10 @@ ROWS_BY_KIND = {"classification": SequenceRows, "regression": RegressionRows, "t
 
 
 def rows_for(kind: str):
+    if kind == "causal_lm":
+        from hybridft.lm_distill import LmRows
+
+        return LmRows()
     try:
         return ROWS_BY_KIND[kind]()
     except KeyError:
@@ -276,10 +280,16 @@ def compute_teacher_logits(model, features, collator, rows, *, batch_size: int, 
     from tqdm.auto import tqdm
 
     extras = getattr(rows, "extra_columns", ())
+    teacher_columns = getattr(rows, "teacher_columns", ())
     inputs = features.select_columns(
-        [c for c in ("input_ids", "attention_mask", "token_type_ids", *extras) if c in features.column_names]
+        [
+            c
+            for c in ("input_ids", "attention_mask", "token_type_ids", *extras, *teacher_columns)
+            if c in features.column_names
+        ]
     )
     collator = rows.collator(collator) if extras else collator
+    forward = getattr(rows, "teacher_forward", None)
     loader = DataLoader(inputs, batch_size=batch_size, shuffle=False, collate_fn=collator)
     device = _model_device(model)
     was_training = model.training
@@ -289,7 +299,8 @@ def compute_teacher_logits(model, features, collator, rows, *, batch_size: int, 
         for batch in tqdm(loader, desc="teacher logits", disable=not progress):
             batch = {k: v.to(device) for k, v in batch.items()}
             _COUNTS["teacher_forward_passes"] += 1
-            outputs = model(**{k: v for k, v in batch.items() if k not in extras})
+            model_inputs = {k: v for k, v in batch.items() if k not in extras and k not in teacher_columns}
+            outputs = forward(model, model_inputs) if forward is not None else model(**model_inputs)
             batch_rows, batch_lengths = rows.output_rows(outputs, batch)
             values.append(batch_rows.float().cpu())
             lengths.append(batch_lengths.cpu())
@@ -390,7 +401,8 @@ def make_distill_trainer():
             index = inputs.pop(INDEX_COLUMN)
             extras = {name: inputs.pop(name) for name in getattr(self.rows, "extra_columns", ()) if name in inputs}
             targets = {name: inputs.pop(name) for name in self.rows.label_columns if name in inputs}
-            outputs = model(**inputs)
+            forward = getattr(self.rows, "student_forward", None)
+            outputs = forward(model, inputs) if forward is not None else model(**inputs)
             logits = outputs.logits if hasattr(outputs, "logits") and outputs.logits is not None else outputs[0]
             pre, fine = self._teacher_rows(index, logits.device, logits.dtype)
             student, pre, fine, labels = self.rows.loss_rows(outputs, {**inputs, **extras}, targets, pre, fine)
@@ -412,15 +424,18 @@ def fit_distillation(
     loss_kwargs,
     output_dir,
     progress,
+    rows=None,
+    loss_fn=None,
     **fit_kwargs,
 ):
     """The distillation stage: train ``student`` on ``features`` (which carry `INDEX_COLUMN`) against cached teacher
     logits with the head kind's rows and loss. ``collator`` is the task's own; ``fit_kwargs`` go to `training.fit`
-    (callbacks, args_overrides). The hybrid methods, the epoch-ratio benchmark and the tests all train through this,
-    so they measure and check the same wiring."""
+    (callbacks, args_overrides). ``rows`` / ``loss_fn``: the kind's defaults (`rows_for`, `loss_for`) unless given
+    (the causal-LM student passes its teachers' heads, `hybridft.lm_distill`). The hybrid methods, the epoch-ratio
+    benchmark and the tests all train through this, so they measure and check the same wiring."""
     from hybridft.training import fit
 
-    rows = rows_for(kind)
+    rows = rows_for(kind) if rows is None else rows
     return fit(
         student,
         features,
@@ -432,7 +447,7 @@ def fit_distillation(
         pre_logits=pre_logits,
         fine_logits=fine_logits,
         rows=rows,
-        loss_fn=loss_for(kind),
+        loss_fn=loss_for(kind) if loss_fn is None else loss_fn,
         loss_kwargs=loss_kwargs,
         **fit_kwargs,
     )

@@ -36,6 +36,7 @@ from typing import Any
 EVAL_SUBSET_SEED = 0
 EVAL_TARGETS = ("eval", "dev")
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
+PACKAGED_SPECS = ("tiny-bert", "minilm", "smollm2", "tiny-llama")  # named by spec in cache keys, not by their path
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
     from hybridft.tasks import get_task
 
     task = get_task(cfg.task)
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, task)
     pool, dev, dev_info = split_dev(
         task.load(task.train_split, cfg.data_dir), cfg.dev_size, cfg.seed, task=task.name, split=task.train_split
     )
@@ -248,7 +249,7 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
         "subset": train_info.to_dict(),
         "max_length": cfg.max_length,
         "stride": stride,
-        "tokenizer": cfg.model if cfg.model in ("tiny-bert", "minilm") else tokenizer.name_or_path,
+        "tokenizer": cfg.model if cfg.model in PACKAGED_SPECS else tokenizer.name_or_path,
     }
     subsets = {"train": train_info.to_dict(), "eval": scored[0][3].to_dict()}
     if dev_info is not None:
@@ -264,7 +265,11 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
 
 
 def model_predictions(model, task, tokenizer, features, cfg: RunConfig, work_dir: Path, progress: bool):
-    """Raw outputs of ``model`` on prepared features, as numpy, row-aligned with them."""
+    """Raw outputs of ``model`` on prepared features, row-aligned with them: the task's own ``predict_outputs``
+    when it has one (causal_lm: label-word log-likelihoods or generated answers), else the Trainer's, as numpy."""
+    own = getattr(task, "predict_outputs", None)
+    if callable(own):
+        return own(model, features, tokenizer, batch_size=cfg.eval_batch_size, progress=progress)
     from hybridft.training import predict, to_numpy_predictions
 
     return to_numpy_predictions(

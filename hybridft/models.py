@@ -1,4 +1,6 @@
-"""Model specs: "tiny-bert" (seeded random 2-layer BERT), "minilm" (the packaged all-MiniLM-L6-v2), or a hub id / path.
+"""Model specs: "tiny-bert" (seeded random 2-layer BERT), "minilm" (the packaged all-MiniLM-L6-v2), "smollm2" (the
+packaged SmolLM2-135M-Instruct GGUF, `hybridft.lm_models`), "tiny-llama" (a seeded random 2-layer Llama with SmolLM2's
+tokenizer), or a hub id / path.
 
 Every spec builds the task's own Hugging Face head class (``task.model_class()``) with ``task.model_kwargs()``, so
 the result is a plain ``*ForSequenceClassification`` / ``*ForTokenClassification`` / ``*ForQuestionAnswering`` model
@@ -38,17 +40,36 @@ def _minilm_path() -> str:
 
 
 def model_path(model: str) -> str:
-    """Where the weights and tokenizer of a spec live: the MiniLM folder for "tiny-bert"/"minilm", else the spec."""
+    """Where the weights and tokenizer of a spec live: the MiniLM folder for "tiny-bert"/"minilm", the converted
+    SmolLM2 folder for "smollm2"/"tiny-llama" (`hybridft.lm_models.smollm2_path`), else the spec itself."""
     if not isinstance(model, str) or not model:
-        raise ValueError(f"model must be a non-empty string ('tiny-bert', 'minilm', a hub id or a path), got {model!r}")
-    return _minilm_path() if model in (TINY_BERT, MINILM) else model
+        raise ValueError(
+            f"model must be a non-empty string ('tiny-bert', 'minilm', 'smollm2', 'tiny-llama', a hub id or a path), "
+            f"got {model!r}"
+        )
+    if model in (TINY_BERT, MINILM):
+        return _minilm_path()
+    from hybridft import lm_models
+
+    if model in lm_models.LM_SPECS:
+        return lm_models.smollm2_path()
+    return model
 
 
-def load_tokenizer(model: str):
-    """The tokenizer of a spec ("tiny-bert" shares MiniLM's WordPiece vocabulary)."""
+def load_tokenizer(model: str, task=None):
+    """The tokenizer of a spec ("tiny-bert" shares MiniLM's WordPiece vocabulary, "tiny-llama" SmolLM2's BPE).
+
+    For a causal-LM task (``task.kind == "causal_lm"``) it is made ready for training batches: a pad token (the end
+    of turn) and right padding (`hybridft.lm_models.prepare_lm_tokenizer`).
+    """
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_path(model))
+    tokenizer = AutoTokenizer.from_pretrained(model_path(model))
+    if task is not None and task.kind == "causal_lm":
+        from hybridft.lm_models import prepare_lm_tokenizer
+
+        tokenizer = prepare_lm_tokenizer(tokenizer)
+    return tokenizer
 
 
 def _tiny_bert_config(task):
@@ -72,6 +93,10 @@ def build_model(model: str, task, seed: int) -> torch.nn.Module:
     with seeded(seed):
         if model == TINY_BERT:
             return model_cls.from_config(_tiny_bert_config(task))
+        if model == "tiny-llama":
+            from hybridft.lm_models import tiny_llama_config
+
+            return model_cls.from_config(tiny_llama_config())
         return model_cls.from_pretrained(model_path(model), **task.model_kwargs())
 
 

@@ -101,21 +101,20 @@ def atomic_dir(target: Path):
 
 
 def _save(model: torch.nn.Module, result: FitResult, key_data: dict, target: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_dir(target) as tmp:
-        save_file(state, str(tmp / "model.safetensors"))
+        save_model(model, str(tmp / "model.safetensors"))  # tied weights (an LM's head) are stored once
         meta = {"config": key_data, "fit": result.to_dict()}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=repr))
 
 
 def _load(ctx: TrainContext, path: Path) -> tuple[torch.nn.Module, FitResult]:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     meta = json.loads((path / "meta.json").read_text())
     model = ctx.build_model()
-    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    load_model(model, str(path / "model.safetensors"), strict=True)
     return model, FitResult(**meta["fit"])
 
 
@@ -168,6 +167,12 @@ def linear_probe(ctx: TrainContext, learning_rate: float, epochs: float | None, 
     """Stage 1: θ_pre, the head trained on the frozen encoder. Returns (model, FitResult, stage key)."""
     from hybridft.models import head_parameter_names
 
+    if ctx.task.kind == "causal_lm":
+        raise ValueError(
+            f"task {ctx.task.name!r} is a causal LM: its pretrained head already speaks, so there is no linear-probe "
+            "stage (lp and lp_ft do not apply; hybrid, kd_pre, kd_fine and wise_ft use the pretrained LM as θ_pre)"
+        )
+
     spec = ctx.spec(learning_rate, epochs, weight_decay=weight_decay)
     key_data = {"stage": "lp", **_base_key(ctx), "spec": spec.__dict__}
 
@@ -206,8 +211,32 @@ def fine_tune_from(
     return cached_stage(ctx, "lp_ft", key_data, train)
 
 
+def full_fine_tune(ctx: TrainContext, learning_rate: float, epochs: float | None, weight_decay: float,
+                   warmup_ratio: float):  # fmt: skip
+    """Every weight of the pretrained model trained (no probe first), cached as stage "ft". Returns (model, FitResult,
+    stage key). For a causal LM this is both `plain` and the hybrid family's θ_fine, which share it at equal
+    settings: its LM head already speaks, so there is no linear-probe stage (`hybridft.lm_distill`)."""
+    spec = ctx.spec(learning_rate, epochs, weight_decay=weight_decay, warmup_ratio=warmup_ratio)
+    key_data = {"stage": "ft", **_base_key(ctx), "spec": spec.__dict__}
+
+    def train():
+        model = ctx.build_model()
+        for param in model.parameters():
+            param.requires_grad_(True)
+        result = fit(model, ctx.train_features, ctx.collator(), spec, **ctx.fit_kwargs("ft"))
+        return model, result
+
+    return cached_stage(ctx, "ft", key_data, train)
+
+
 def teachers(ctx: TrainContext, fields: StageFields) -> Teachers:
-    """θ_pre (LP) and θ_fine (LP-FT), from the cache where possible."""
+    """θ_pre (LP) and θ_fine (LP-FT), from the cache where possible. For a causal LM: θ_pre is the pretrained LM
+    itself and θ_fine its full fine-tune (`full_fine_tune`, shared with `plain`)."""
+    if ctx.task.kind == "causal_lm":
+        fine, ft_result, _ = full_fine_tune(
+            ctx, fields.ft_learning_rate, fields.ft_epochs, fields.ft_weight_decay, fields.ft_warmup_ratio
+        )
+        return Teachers(pre=ctx.build_model(), fine=fine, fits=[ft_result])
     pre, lp_result, lp_key = linear_probe(ctx, fields.lp_learning_rate, fields.lp_epochs, fields.lp_weight_decay)
     fine, ft_result, _ = fine_tune_from(ctx, pre, lp_key, fields)
     return Teachers(pre=pre, fine=fine, fits=[lp_result, ft_result])

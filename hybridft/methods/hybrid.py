@@ -184,6 +184,10 @@ class Hybrid(Method):
     output_mix: ClassVar[bool] = False  # True: mix outputs with the frozen θ_pre instead of weights
 
     def train(self, ctx: TrainContext, config: HybridConfig) -> Trained:
+        if ctx.task.kind == "causal_lm":  # distils through the LM heads from cached hidden states
+            from hybridft.lm_distill import train_lm_hybrid
+
+            return train_lm_hybrid(self, ctx, config)
         pair = teachers(ctx, config)
         features = distill_features(ctx, config)
         rows = rows_for(ctx.task.kind)

@@ -104,7 +104,13 @@ class PlainMatched(Method):
         import dataclasses
 
         model = ctx.build_model()
-        epochs = whole_steps(matched_epochs(model, config, ctx.run.epochs), len(ctx.train_features), ctx.run.batch_size)
+        if ctx.task.kind == "causal_lm":  # no LP stage; the student's head runs on response rows only
+            from hybridft.lm_distill import lm_matched_epochs
+
+            target = lm_matched_epochs(model, ctx.train_features, config, ctx.run.epochs)
+        else:
+            target = matched_epochs(model, config, ctx.run.epochs)
+        epochs = whole_steps(target, len(ctx.train_features), ctx.run.batch_size)
         matched_ctx = dataclasses.replace(ctx, run=dataclasses.replace(ctx.run, epochs=epochs))
         trained = train_whole_model(matched_ctx, model, config, self.name)
         trained.extra["matched_epochs"] = epochs

@@ -47,7 +47,9 @@ class Adapter(Method):
         import adapters
 
         model = ctx.build_model()
-        head = set(head_parameter_names(model))
+        # A causal LM's head is its pretrained (tied) LM head: it stays frozen with the rest. Any other task's head
+        # is new and trains.
+        head = set() if ctx.task.kind == "causal_lm" else set(head_parameter_names(model))
         adapters.init(model)
         adapter_config = adapters.AdapterConfig.load(config.architecture, reduction_factor=config.reduction_factor)
         # add_adapter runs an empty forward context before the new adapter is active, and AdapterHub then logs
@@ -67,7 +69,16 @@ class Adapter(Method):
         return train_whole_model(ctx, model, config, self.name)
 
 
-PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "regression": "SEQ_CLS", "token": "TOKEN_CLS", "qa": "QUESTION_ANS"}
+PEFT_TASK_TYPES = {
+    "classification": "SEQ_CLS",
+    "regression": "SEQ_CLS",
+    "token": "TOKEN_CLS",
+    "qa": "QUESTION_ANS",
+    "causal_lm": "CAUSAL_LM",
+}
+ENCODER_LORA_MODULES = ("query", "value")
+# Every attention and MLP projection of a Llama-style decoder, as in PEFT's method comparison (QLoRA's "all linear").
+CAUSAL_LM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,12 @@ class LoraMethodConfig(MethodConfig):
     r: int = 8
     lora_alpha: float = 16
     lora_dropout: float = 0.1
-    target_modules: tuple[str, ...] = ("query", "value")
+    target_modules: tuple[str, ...] | None = None  # None: ENCODER_LORA_MODULES, or CAUSAL_LM_LORA_MODULES on an LM
+
+    def modules_for(self, kind: str) -> tuple[str, ...]:
+        if self.target_modules is not None:
+            return self.target_modules
+        return CAUSAL_LM_LORA_MODULES if kind == "causal_lm" else ENCODER_LORA_MODULES
 
     def validate(self) -> None:
         super().validate()
@@ -95,7 +111,9 @@ class LoraMethodConfig(MethodConfig):
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if not self.target_modules or not all(isinstance(m, str) for m in self.target_modules):
+        if self.target_modules is not None and (
+            not self.target_modules or not all(isinstance(m, str) for m in self.target_modules)
+        ):
             raise ValueError(f"target_modules must be a non-empty tuple of module names, got {self.target_modules!r}")
 
 
@@ -108,13 +126,14 @@ class Lora(Method):
         from peft import LoraConfig, get_peft_model
 
         model = ctx.build_model()
+        lm = ctx.task.kind == "causal_lm"  # the LM head is pretrained (and tied): not a module to save
         peft_config = LoraConfig(
             task_type=PEFT_TASK_TYPES[ctx.task.kind],
             r=config.r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=list(config.target_modules),
-            modules_to_save=head_module_names(model),
+            target_modules=list(config.modules_for(ctx.task.kind)),
+            modules_to_save=None if lm else head_module_names(model),
         )
         with seeded(ctx.run.seed):  # LoRA's A matrices are drawn at wrapping time
             model = get_peft_model(model, peft_config)

@@ -29,4 +29,11 @@ class Plain(Method):
     config_class = PlainConfig
 
     def train(self, ctx: TrainContext, config: PlainConfig) -> Trained:
+        if ctx.task.kind == "causal_lm":  # the cached full fine-tune the hybrid family's θ_fine shares
+            from hybridft.stages import full_fine_tune
+
+            model, result, _ = full_fine_tune(ctx, config.learning_rate, None, config.weight_decay,
+                                              config.warmup_ratio)  # fmt: skip
+            trainable, total = count_parameters(model)
+            return Trained(model=model, fits=[result], trainable_params=trainable, total_params=total)
         return train_whole_model(ctx, ctx.build_model(), config, self.name)

@@ -35,7 +35,8 @@ def test_paper_defaults():
     lora = get_method("lora").make_config()
     adapter = get_method("adapter").make_config()
     hybrid = get_method("hybrid").make_config()
-    assert (lora.r, lora.target_modules) == (8, ("query", "value"))
+    assert (lora.r, lora.modules_for("classification")) == (8, ("query", "value"))
+    assert lora.modules_for("causal_lm")[:4] == ("q_proj", "k_proj", "v_proj", "o_proj")
     assert lora.learning_rate > plain.learning_rate
     assert (adapter.architecture, adapter.reduction_factor) == ("seq_bn", 16)
     assert (hybrid.alpha, hybrid.beta, hybrid.gamma) == (0.5, 1.0, 1.0)

@@ -1,0 +1,241 @@
+"""Hybrid fine-tuning of a causal LM: per-response-token dual-teacher distillation through the LM heads.
+
+θ_pre is the pretrained LM (its head already speaks, so there is no linear probe), θ_fine its full fine-tune (the
+cached "ft" stage that `plain` shares, `hybridft.stages.full_fine_tune`), and the student starts at
+θ_mix = α·θ_pre + (1−α)·θ_fine. It trains on
+
+    ce_weight·CE(z_s, y) + β·T²·KL(p_pre ‖ p_s) + γ·T²·KL(p_fine ‖ p_s)
+
+over the response tokens only (the positions whose next token has a label; prompt tokens carry −100), where
+z = h·Wᵀ are the vocabulary logits of each model's final (normed) hidden state h and LM-head weight W. The loss is
+`hybridft.hybrid_kd_linear_loss`: no model's logits are ever held over the whole vocabulary.
+
+What is cached (`LmRows`, through `hybridft.distill.cached_teacher_logits`): each teacher's final hidden states at
+the response positions of every training feature, once, before training; never its logits. That is
+``hidden_size × 4`` bytes per response token per teacher (2,304 B for SmolLM2's 576, so 4,608 B for both), against
+``vocab × 4`` = 196,608 B per token per teacher for logits. The two teachers' head weights (V × H each; tied to
+their input embeddings) are kept in memory for the loss; the teacher bodies are dropped once the hidden states are
+computed.
+
+Compute (`hybridft.compute`, per token, P_body = the weights outside the head, V·H = the head):
+
+- the teacher pass: 2·P_body per token per teacher (only the body runs);
+- the student: 6·P_body per token, and per response row 6·V·H (its head: forward, input and weight gradients)
+  plus 2·2·V·H (the two teachers' heads, forward only, inside the loss).
+
+`plain` forms logits at every position (the Hugging Face loss), so it is counted at 6·(P_body + V·H) per token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from hybridft.distill import IGNORE_INDEX
+
+
+def decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's body (``get_decoder()``: LlamaModel for LlamaForCausalLM), which returns final hidden states."""
+    getter = getattr(model, "get_decoder", None)
+    body = getter() if callable(getter) else None
+    if body is None:
+        raise ValueError(f"{type(model).__name__} has no get_decoder(): cannot take its final hidden states")
+    return body
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Linear:
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        raise ValueError(f"{type(model).__name__}'s output head is {type(head).__name__}, expected an nn.Linear")
+    return head
+
+
+def response_mask(labels: torch.Tensor) -> torch.Tensor:
+    """(B, L−1) True at the positions whose next token is a response token (its label is not ignored)."""
+    return labels[:, 1:] != IGNORE_INDEX
+
+
+class LmRows:
+    """Distillation rows of a causal LM: one row per response token, the final hidden state at the position before
+    it (H values, not V logits); label = that token. See `hybridft.distill` for the row contract."""
+
+    label_columns = ("labels",)
+    teacher_columns = ("labels",)  # the teacher pass needs them to find the response positions
+
+    @staticmethod
+    def _hidden(model, inputs):
+        return decoder(model)(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
+
+    def teacher_forward(self, model, inputs):
+        return self._hidden(model, inputs)
+
+    def student_forward(self, model, inputs):
+        return self._hidden(model, inputs)
+
+    def output_rows(self, outputs, batch):
+        mask = response_mask(batch["labels"])
+        return outputs.last_hidden_state[:, :-1][mask], mask.sum(dim=1).cpu()
+
+    def loss_rows(self, outputs, batch, targets, pre_rows, fine_rows):
+        if "labels" not in targets:
+            raise KeyError("causal-LM distillation needs the labels column: it marks the response tokens")
+        labels = targets["labels"]
+        mask = response_mask(labels)
+        return outputs.last_hidden_state[:, :-1][mask], pre_rows, fine_rows, labels[:, 1:][mask].long()
+
+    def unlabelled(self, example: dict) -> dict:
+        raise ValueError("causal-LM distillation has no unlabelled rows: the response tokens are its labels")
+
+
+class LmHeadLoss:
+    """The loss function of the LM student: `hybrid_kd_linear_loss` of the student's head (a live parameter, read
+    at every call) and the two teachers' head weights (constants)."""
+
+    def __init__(self, student_head: torch.nn.Linear, pre_weight: torch.Tensor, fine_weight: torch.Tensor):
+        self.student_head = student_head
+        self.pre_weight, self.fine_weight = pre_weight.detach(), fine_weight.detach()
+
+    def __call__(self, student, pre, fine, labels=None, **kwargs):
+        from hybridft.linear_loss import hybrid_kd_linear_loss
+
+        if self.pre_weight.device != student.device:
+            self.pre_weight, self.fine_weight = self.pre_weight.to(student.device), self.fine_weight.to(student.device)
+        return hybrid_kd_linear_loss(
+            student,
+            self.student_head.weight,
+            pre,
+            self.pre_weight,
+            fine,
+            self.fine_weight,
+            labels,
+            student_bias=self.student_head.bias,
+            **kwargs,
+        )
+
+
+def response_fraction(features) -> tuple[int, int]:
+    """(response rows, non-padding tokens) of LM features: how many positions the student's head runs on."""
+    rows = sum(sum(1 for y in labels[1:] if y != IGNORE_INDEX) for labels in features["labels"])
+    tokens = sum(len(ids) for ids in features["input_ids"])
+    return rows, tokens
+
+
+def head_and_body(model: torch.nn.Module) -> tuple[int, int]:
+    """(V·H of the output head, P_body = every other counted weight) as `hybridft.compute` counts them."""
+    from hybridft.compute import pass_parameters
+
+    head = output_head(model).weight.numel()
+    return head, pass_parameters(model).forward - head
+
+
+def student_flops(model, tokens: int, rows: int) -> float:
+    """FLOPs of the student stage (module docstring): 6·P_body per token, 10·V·H per response row."""
+    head, body = head_and_body(model)
+    return float(6 * body * tokens + (6 + 4) * head * rows)
+
+
+def lm_matched_epochs(model, features, config, run_epochs: float) -> float:
+    """Epochs of plain LM fine-tuning whose FLOPs equal the LM hybrid pipeline's: the θ_fine stage, the teacher
+    passes over the body, and the student (module docstring), all on the same features."""
+    head, body = head_and_body(model)
+    rows, tokens = response_fraction(features)
+    full = 6 * (body + head) * tokens  # one epoch of plain
+
+    def epochs(value):
+        return run_epochs if value is None else value
+
+    teacher = config.teacher_passes * 2 * body * tokens
+    student = epochs(config.student_epochs) * (6 * body * tokens + 10 * head * rows)
+    return epochs(config.ft_epochs) + (teacher + student) / full
+
+
+def teacher_hidden_states(ctx, features, models, rows: LmRows):
+    """Cached final hidden states of each teacher at the response positions; and the pass's FitResult."""
+    from hybridft.distill import cached_teacher_logits
+    from hybridft.methods.hybrid import _compute_device
+    from hybridft.training import FitResult
+
+    states, seconds = [], 0.0
+    for model in models:
+        model.to(_compute_device())
+        hidden, elapsed = cached_teacher_logits(
+            model,
+            features,
+            ctx.collator(),
+            rows,
+            cache_dir=ctx.cache_dir,
+            key_data=ctx.data_key,
+            batch_size=ctx.run.eval_batch_size,
+            progress=ctx.progress,
+        )
+        model.to("cpu")
+        states.append(hidden)
+        seconds += elapsed
+    _, tokens = response_fraction(features)
+    _, body = head_and_body(models[0])
+    cost = FitResult(
+        train_time_s=seconds,
+        samples=len(features) * len(models),
+        training_loss=0.0,
+        stage="teacher_hidden",
+        forward_tokens=tokens * len(models),
+        flops=float(2 * body * tokens * len(models)),
+    )
+    return states, cost
+
+
+def train_lm_hybrid(method, ctx, config):
+    """The hybrid family on a causal LM (module docstring); ``method`` is the registered `Hybrid` subclass."""
+    from hybridft.distill import fit_distillation, with_index
+    from hybridft.methods.base import Trained
+    from hybridft.models import count_parameters
+    from hybridft.stages import teachers
+
+    if method.output_mix:
+        raise ValueError(
+            f"{method.name} mixes outputs over the vocabulary at inference; it is not built for causal LMs "
+            "(use hybrid, kd_pre or kd_fine)"
+        )
+    if config.unlabeled_split is not None:
+        raise ValueError("unlabeled_split does not apply to a causal-LM task: its distillation rows are its labels")
+    pair = teachers(ctx, config)
+    features = with_index(ctx.train_features)
+    rows = LmRows()
+    # A teacher whose weight is 0 (kd_pre, kd_fine) is not run; the other's rows stand in, multiplied by 0.
+    need_pre, need_fine = config.beta > 0, config.gamma > 0
+    needed = [m for m, need in ((pair.pre, need_pre), (pair.fine, need_fine)) if need] or [pair.fine]
+    states, teacher_cost = teacher_hidden_states(ctx, features, needed, rows)
+    weights = [output_head(m).weight.detach().clone() for m in needed]
+    pre_hidden, pre_weight = (states[0], weights[0]) if need_pre else (states[-1], weights[-1])
+    fine_hidden, fine_weight = (states[-1], weights[-1]) if need_fine else (states[0], weights[0])
+    student = method.initial_student(pair, config)
+    pair.pre = pair.fine = None  # the heads are all the loss needs of the teachers
+    for param in student.parameters():
+        param.requires_grad_(True)
+    spec = ctx.spec(config.learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio)
+    result = fit_distillation(
+        student,
+        features,
+        ctx.collator(),
+        spec,
+        kind="causal_lm",
+        pre_logits=pre_hidden,
+        fine_logits=fine_hidden,
+        loss_kwargs={"alpha": 0.0, **config.loss_kwargs()},
+        rows=rows,
+        loss_fn=LmHeadLoss(output_head(student), pre_weight, fine_weight),
+        **ctx.fit_kwargs(method.name),
+    )
+    rows_n, tokens_n = response_fraction(features)
+    trained_rows = round(result.tokens * rows_n / tokens_n) if tokens_n else 0
+    result = dataclasses.replace(result, flops=student_flops(student, result.tokens, trained_rows))
+    trainable, total = count_parameters(student)
+    hidden = pre_hidden.values.shape[1]
+    extra = {
+        "teacher_cache_bytes_per_token": 2 * hidden * pre_hidden.values.element_size(),
+        "teacher_cache_rows": int(pre_hidden.values.shape[0]),
+        "student_loss_rows": trained_rows,
+    }
+    return Trained(model=student, fits=[*pair.fits, teacher_cost, result], trainable_params=trainable,
+                   total_params=total, extra=extra)  # fmt: skip
