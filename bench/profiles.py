@@ -235,13 +235,33 @@ def _default_config_factory() -> Callable[..., Any]:
     return RunConfig
 
 
-def resolve_tasks(profile: Profile, data_dir: str | Path | None) -> tuple[str, ...]:
-    """The profile's tasks; with `offline_tasks` and a data dir, the tasks whose train split is there."""
+def _is_causal_lm(model: str) -> bool:
+    """Whether a model spec is a causal LM: the packaged LM specs ("smollm2", "tiny-llama"), or a local folder whose
+    config.json names a ``*ForCausalLM`` architecture. A hub id is not looked up (offline): False."""
+    from hybridft.lm_models import LM_SPECS
+
+    if model in LM_SPECS:
+        return True
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or ()
+    except (OSError, ValueError):
+        return False
+    return any(str(name).endswith("ForCausalLM") for name in architectures)
+
+
+def resolve_tasks(profile: Profile, data_dir: str | Path | None, model: str | None = None) -> tuple[str, ...]:
+    """The profile's tasks; with `offline_tasks` and a data dir, the tasks whose train split is there, less the
+    causal_lm ones unless ``model`` (default: any of the profile's models) is a causal LM (`_is_causal_lm`)."""
     if not (profile.offline_tasks and data_dir):
         return profile.tasks
-    from hybridft.tasks import offline_task_names
+    from hybridft.tasks import get_task, offline_task_names
 
-    return tuple(offline_task_names(data_dir))
+    models = profile.models if model is None else (model,)
+    lm = any(_is_causal_lm(m) for m in models)
+    return tuple(name for name in offline_task_names(data_dir) if lm or get_task(name).kind != "causal_lm")
 
 
 def build_matrix(
@@ -261,7 +281,8 @@ def build_matrix(
     sets the profile gives them (its ``shifts``, default every registered set of the task). They change the runs'
     config hash, so a run finished without them is run again."""
     make = config_factory or _default_config_factory()
-    task_list = list(tasks) if tasks else list(resolve_tasks(profile, data_dir))
+    task_lists = {model: list(tasks) if tasks else list(resolve_tasks(profile, data_dir, model))
+                  for model in profile.models}  # fmt: skip
     all_methods = [*profile.methods, *([ALPHA_SWEEP] if profile.alpha_sweep else [])]
     method_list = [m for m in all_methods if m in set(methods)] if methods else all_methods
     if methods:
@@ -271,7 +292,7 @@ def build_matrix(
     seed_list = list(seeds) if seeds else list(profile.seeds)
     specs = []
     for model in profile.models:
-        for task in task_list:
+        for task in task_lists[model]:
             for seed in seed_list:
                 for method in method_list:
                     row = profile.sweep_method if method == ALPHA_SWEEP else method

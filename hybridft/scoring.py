@@ -14,8 +14,10 @@ The headline recomputed from the rows equals the task's own metric (tests check 
 The baseline (``majority_baseline``) is the headline of a trivial predictor on the same evaluation subset: the best
 constant class for accuracy and F1 (the majority class for accuracy); 0 for Matthews correlation and correlations
 (a constant prediction has no correlation: NaN, fixed at 0); 0 for CoNLL entity F1 (all ``O``); the empty answer
-for SQuAD (0 on v1.1; on v2.0 the share of unanswerable questions). A run whose headline is NaN or at or below its
-baseline is ``failed_to_learn``: shown and counted in the tables, never dropped.
+for SQuAD (0 on v1.1; on v2.0 the share of unanswerable questions). The causal_lm tasks follow what they score:
+``sst2_lm`` (label-word log-likelihoods) like classification, ``squad_lm`` (generated answers) like SQuAD v1.1.
+A run whose headline is NaN or at or below its baseline is ``failed_to_learn``: shown and counted in the tables,
+never dropped.
 """
 
 from __future__ import annotations
@@ -191,12 +193,19 @@ def example_stats(task, predictions: Any, features, examples, *, headline: str |
         return _entity_rows(predicted, gold)
     if task.kind == "qa" and not getattr(task, "with_null", False):
         return _squad_rows(headline, task.decode(predictions, features, examples), examples)
+    if task.kind == "causal_lm":
+        if task.output == "choice":  # label-word log-likelihoods (n, num_labels): classification rows
+            return _classification_rows(headline, as_numpy(predictions).argmax(axis=-1), np.asarray(features["labels"]))
+        if task.output == "generation":  # generated answers: per-question SQuAD F1 / EM
+            return _squad_rows(headline, task.decode(predictions, features, examples), examples)
     return None
 
 
 def majority_baseline(task, features, examples) -> float:
     """The headline of the trivial predictor on this evaluation subset (module docstring), in the raw scale."""
     if task.kind == "regression" or task.headline == "matthews_correlation" or task.kind == "token":
+        return 0.0
+    if task.kind == "causal_lm" and task.output != "choice":  # generated answers: the empty answer scores 0
         return 0.0
     if task.kind == "qa":
         if not getattr(task, "with_null", False):

@@ -1,4 +1,5 @@
-"""Task registry: every benchmark task by name (GLUE, SQuAD v1.1 and v2.0, CoNLL-2003, and the offline squad_devsplit).
+"""Task registry: every benchmark task by name (GLUE, SQuAD v1.1 and v2.0, CoNLL-2003, the offline squad_devsplit, and
+the causal-LM tasks sst2_lm and squad_lm).
 
     from hybridft.tasks import get_task
     task = get_task("sst2")
@@ -13,17 +14,21 @@ import os
 
 from hybridft.data import resolve_data_dir
 from hybridft.tasks.base import Task
+from hybridft.tasks.causal_lm import SQUAD_LM, SST2_LM
 from hybridft.tasks.conll import CONLL2003
 from hybridft.tasks.glue import GLUE_TASKS
 from hybridft.tasks.squad import SQUAD, SQUAD_DEVSPLIT, SQUAD_V2
 
 __all__ = ["Task", "get_task", "offline_task_names", "task_names"]
 
-_REGISTRY: dict[str, Task] = {task.name: task for task in (*GLUE_TASKS, SQUAD, SQUAD_V2, CONLL2003, SQUAD_DEVSPLIT)}
+_REGISTRY: dict[str, Task] = {
+    task.name: task for task in (*GLUE_TASKS, SQUAD, SQUAD_V2, CONLL2003, SQUAD_DEVSPLIT, SST2_LM, SQUAD_LM)
+}
 
 
 def task_names() -> list[str]:
-    """Every registered task name, in registry order (GLUE, squad, squad_v2, conll2003, squad_devsplit)."""
+    """Every registered task name, in registry order (GLUE, squad, squad_v2, conll2003, squad_devsplit, sst2_lm,
+    squad_lm)."""
     return list(_REGISTRY)
 
 

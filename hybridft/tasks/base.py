@@ -1,8 +1,12 @@
-"""The Task contract shared by every task kind (classification, regression, token, qa).
+"""The Task contract shared by every task kind (classification, regression, token, qa, causal_lm).
 
 A Task is a frozen description (source, labels, splits, metric, headline) plus the four things every method
-needs: ``load``, ``preprocess``, ``collator`` and ``compute_metrics``. The kinds live in glue.py, conll.py and
-squad.py; the registry is in __init__.py.
+needs: ``load``, ``preprocess``, ``collator`` and ``compute_metrics``. The kinds live in glue.py, conll.py,
+squad.py and causal_lm.py; the registry is in __init__.py.
+
+A task may also define ``predict_outputs(model, features, tokenizer, *, batch_size, progress)``, returning what its
+``compute_metrics`` takes; evaluation then calls it instead of the Trainer's prediction loop (the causal_lm tasks
+do: label-word log-likelihoods, generated answers).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
     from datasets import Dataset
 
-KINDS = ("classification", "regression", "token", "qa")
+KINDS = ("classification", "regression", "token", "qa", "causal_lm")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ ALL_METHODS = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_ou
                "kd_pre", "kd_fine")  # fmt: skip
 HEADLINE = ("plain", "plain_matched", "adapter", "lora", "hybrid", "wise_ft")
 OFFLINE = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli", "conll2003", "squad_devsplit")
+OFFLINE_LM = ("sst2_lm", "squad_lm")  # offline too, but kind causal_lm: expanded only for a causal-LM model
 
 
 def _profile(**extra):
@@ -149,9 +150,22 @@ def test_data_dir_selects_the_offline_tasks_and_does_not_change_keys(data_dir):
     smoke = prof.load_profile("smoke")
     with_dir = prof.build_matrix(smoke, data_dir=data_dir, config_factory=RunConfig)
     without = prof.build_matrix(smoke, config_factory=RunConfig)
-    assert {s.config.task for s in with_dir} == set(offline_task_names(data_dir)) == set(OFFLINE)
+    assert {s.config.task for s in with_dir} == set(OFFLINE)  # the causal_lm tasks are not for a BERT
+    assert set(offline_task_names(data_dir)) == {*OFFLINE, *OFFLINE_LM}
     assert [s.key for s in with_dir] == [s.key for s in without]
     assert len(with_dir) == len(OFFLINE) * (len(ALL_METHODS) + 1) * len(smoke.seeds)
+
+
+def test_offline_tasks_include_the_causal_lm_ones_only_for_a_causal_lm(data_dir):
+    lm = _profile(models=["tiny-llama"], offline_tasks=True)
+    assert {s.config.task for s in prof.build_matrix(lm, data_dir=data_dir, config_factory=RunConfig)} == {
+        *OFFLINE,
+        *OFFLINE_LM,
+    }
+    both = _profile(models=["tiny-bert", "tiny-llama"], offline_tasks=True)
+    specs = prof.build_matrix(both, data_dir=data_dir, config_factory=RunConfig)
+    assert {s.config.task for s in specs if s.config.model == "tiny-bert"} == set(OFFLINE)
+    assert {s.config.task for s in specs if s.config.model == "tiny-llama"} >= set(OFFLINE_LM)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 40])

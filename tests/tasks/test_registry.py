@@ -16,11 +16,12 @@ HEADLINES = {
     "squad_v2": "f1",
     "squad_devsplit": "f1",
     "conll2003": "f1",
+    "squad_lm": "f1",
 }
 
 
 def test_every_task_is_registered():
-    assert task_names() == [*GLUE, "squad", "squad_v2", "conll2003", "squad_devsplit"]
+    assert task_names() == [*GLUE, "squad", "squad_v2", "conll2003", "squad_devsplit", "sst2_lm", "squad_lm"]
     for name in task_names():
         task = get_task(name)
         assert task.name == name
@@ -45,6 +46,8 @@ def test_offline_tasks_in_the_shared_data(data_dir):
         "wnli",
         "conll2003",
         "squad_devsplit",
+        "sst2_lm",
+        "squad_lm",
     ]
     with pytest.raises(FileNotFoundError, match="not a directory"):
         offline_task_names(data_dir / "missing")
