@@ -51,7 +51,7 @@ TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B",
                "squad_devsplit": "SQuAD-devsplit", "conll2003": "CoNLL-2003", "sst2_lm": "SST-2 (LM)",
                "squad_lm": "SQuAD-devsplit (LM)"}  # fmt: skip
 METHOD_ORDER = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft",
-                "kd_pre", "kd_fine")  # fmt: skip
+                "kd_pre", "kd_fine", "zero_shot")  # fmt: skip
 BASELINES = ("plain", "plain_matched")  # the methods the difference table compares against
 METRIC_LABELS = {"matthews_correlation": "Mcc", "accuracy": "Acc", "pearson": "Pearson", "spearmanr": "Spearman",
                  "spearman": "Spearman", "f1": "F1", "exact_match": "EM", "overall_f1": "F1", "exact": "EM"}  # fmt: skip

@@ -429,7 +429,7 @@ def run_experiment(
         "eval_time_s": eval_time,
         "peak_memory_mb": memory.peak_mb,
         "peak_memory_source": memory.source,
-        "train_samples_per_s": trained.fits[-1].samples_per_s,
+        "train_samples_per_s": trained.fits[-1].samples_per_s if trained.fits else float("nan"),  # zero_shot: none
         "subsets": data.subsets,
         "method_extra": dict(trained.extra),
         **compute_fields(trained.fits),

@@ -23,7 +23,7 @@ def _profile(**extra):
 
 
 def test_shipped_profiles_load_and_say_what_they_cover():
-    assert prof.profile_names() == ["ablations", "curves", "paper", "quick", "smoke"]
+    assert prof.profile_names() == ["ablations", "curves", "llm-quick", "llm-smoke", "paper", "quick", "smoke"]
     smoke, quick, paper, ablations = (prof.load_profile(n) for n in ("smoke", "quick", "paper", "ablations"))
     assert smoke.offline_tasks and set(smoke.tasks) == set(OFFLINE) and smoke.methods == ALL_METHODS
     assert smoke.seeds == (0, 1) and smoke.alpha_sweep and smoke.requires == ()  # plain_matched with 2 seeds
@@ -43,6 +43,19 @@ def test_shipped_profiles_load_and_say_what_they_cover():
     fields, _ = paper.settings("bert-base-uncased", "mrpc", "plain")
     assert (fields["learning_rate"], fields["epochs"]) == (2e-5, 5.0)
     assert "learning_rate" not in paper.settings("bert-base-uncased", "cola", "adapter")[0]
+
+
+def test_causal_lm_profiles_cover_every_lm_method():
+    from hybridft.tasks import get_task
+
+    smoke, quick = prof.load_profile("llm-smoke"), prof.load_profile("llm-quick")
+    assert smoke.models == ("tiny-llama",) and quick.models == ("smollm2",)
+    for profile in (smoke, quick):
+        assert all(get_task(t).kind == "causal_lm" for t in profile.tasks)
+    # every method that applies to a causal LM (lp, lp_ft need a probe; hybrid_output mixes vocabulary outputs)
+    assert set(smoke.methods) == {"plain", "plain_matched", "adapter", "lora", "hybrid", "wise_ft", "kd_pre", "kd_fine"}
+    assert smoke.alpha_sweep and set(smoke.tasks) == {"sst2_lm", "squad_lm"}
+    assert {"zero_shot", "plain", "plain_matched", "lora", "hybrid"} == set(quick.methods) and len(quick.seeds) >= 3
 
 
 STAGED = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine")
@@ -123,7 +136,8 @@ def test_bad_profiles_are_named(extra, message):
 def test_unknown_profile_is_named():
     with pytest.raises(
         ValueError,
-        match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'paper', 'quick', 'smoke'\]",
+        match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'llm-quick', 'llm-smoke', 'paper', "
+        r"'quick', 'smoke'\]",
     ):
         prof.load_profile("fast")
 
