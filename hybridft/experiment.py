@@ -380,8 +380,11 @@ def run_experiment(
     from hybridft.scoring import failed_to_learn, majority_baseline
     from hybridft.training import PeakMemory
 
+    from hybridft.tasks import get_task
+
     method = get_method(cfg.method)
     config = method.make_config(cfg.method_args, cfg.learning_rate)  # fail on bad arguments before loading data
+    method.check_task(get_task(cfg.task))
     work_dir, cache_dir = Path(work_dir), Path(cache_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)

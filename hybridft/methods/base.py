@@ -141,6 +141,19 @@ class Method:
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
     lr_field: ClassVar[str] = "learning_rate"
+    # Task kinds the method applies to (None: every kind); `run_experiment` refuses the others up front.
+    task_kinds: ClassVar[tuple[str, ...] | None] = None
+
+    def supports(self, kind: str) -> bool:
+        return self.task_kinds is None or kind in self.task_kinds
+
+    def check_task(self, task) -> None:
+        """ValueError naming the method, the task and the kinds it applies to, unless it supports the task's kind."""
+        if not self.supports(task.kind):
+            raise ValueError(
+                f"method {self.name!r} does not apply to task {task.name!r} of kind {task.kind!r}; "
+                f"it applies to: {', '.join(self.task_kinds)}"
+            )
 
     def make_config(self, method_args: Mapping[str, Any] = (), learning_rate: float | None = None) -> MethodConfig:
         overrides = dict(method_args)

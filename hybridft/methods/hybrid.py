@@ -246,6 +246,8 @@ class HybridOutput(Hybrid):
     name = "hybrid_output"
     config_class = HybridConfig
     output_mix = True
+    # mixing logits over a vocabulary at every generated token is not built (`hybridft.lm_distill`)
+    task_kinds = ("classification", "regression", "token", "qa")
 
     def initial_student(self, pair, config: HybridConfig):
         """The trainable branch starts at θ_fine; its logits are mixed with θ_pre's, in the loss and at inference."""

@@ -32,6 +32,7 @@ class LpConfig(MethodConfig):
 class LinearProbe(Method):
     name = "lp"
     config_class = LpConfig
+    task_kinds = ("classification", "regression", "token", "qa")  # a causal LM has no probe stage
 
     def train(self, ctx: TrainContext, config: LpConfig) -> Trained:
         model, result, _ = linear_probe(ctx, config.learning_rate, None, config.weight_decay)
@@ -53,6 +54,7 @@ class LpFtConfig(StageFields, MethodConfig):
 class LpFt(Method):
     name = "lp_ft"
     config_class = LpFtConfig
+    task_kinds = ("classification", "regression", "token", "qa")  # a causal LM has no probe stage
     lr_field = "ft_learning_rate"
 
     def train(self, ctx: TrainContext, config: LpFtConfig) -> Trained:

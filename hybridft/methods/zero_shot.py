@@ -24,13 +24,10 @@ class ZeroShotConfig(MethodConfig):
 class ZeroShot(Method):
     name = "zero_shot"
     config_class = ZeroShotConfig
+    task_kinds = ("causal_lm",)  # an encoder's task head is new: it has no zero-shot answer
 
     def train(self, ctx: TrainContext, config: ZeroShotConfig) -> Trained:
-        if ctx.task.kind != "causal_lm":
-            raise ValueError(
-                f"zero_shot needs a pretrained head that answers the task: causal-LM tasks only, not {ctx.task.name!r} "
-                f"(kind {ctx.task.kind!r}, whose head is new)"
-            )
+        self.check_task(ctx.task)
         model = ctx.build_model()
         _, total = count_parameters(model)
         return Trained(model=model, fits=[], trainable_params=0, total_params=total)
