@@ -378,9 +378,8 @@ def run_experiment(
     """
     from hybridft.methods import get_method
     from hybridft.scoring import failed_to_learn, majority_baseline
-    from hybridft.training import PeakMemory
-
     from hybridft.tasks import get_task
+    from hybridft.training import PeakMemory
 
     method = get_method(cfg.method)
     config = method.make_config(cfg.method_args, cfg.learning_rate)  # fail on bad arguments before loading data
