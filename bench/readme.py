@@ -4,7 +4,10 @@ README numbers are never typed by hand: the block between ``<!-- results:DIR:sta
 ``<!-- results:DIR:end -->`` is the protocol header, the headline table and the cost table of DIR/table.md (itself
 generated from runs.jsonl by bench.tables), plus the summed wall time of the runs. A second, optional block between
 ``<!-- results:DIR:ood:start -->`` and ``<!-- results:DIR:ood:end -->`` gets the out-of-distribution and stability
-tables (bench.shift_tables) and the measured cost of the shift evaluation. ``--check`` exits 1 when a block is stale.
+tables (bench.shift_tables) and the measured cost of the shift evaluation. Given a generated Markdown file
+instead of a folder (`python -m bench.readme results/trainer/lm_step.md`), the block between
+``<!-- results:FILE:start -->`` and ``<!-- results:FILE:end -->`` is that file without its title line.
+``--check`` exits 1 when a block is stale.
 """
 
 from __future__ import annotations
@@ -105,6 +108,17 @@ def ood_block(directory: Path) -> str:
     return f"<!-- results:{name}:start -->\n{body}\n<!-- results:{name}:end -->"
 
 
+def file_block(path: Path) -> str:
+    """The README block of one generated Markdown file (a benchmark's summary, e.g. results/trainer/lm_step.md):
+    the file without its ``# `` title line (markers included)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    body = "\n".join(lines).strip()
+    name = path.as_posix()
+    return f"<!-- results:{name}:start -->\n{body}\n\n(Spliced from `{name}`.)\n<!-- results:{name}:end -->"
+
+
 def _replace(readme: str, name: str, text: str) -> str:
     start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
     head, rest = readme.split(start, 1)
@@ -119,6 +133,8 @@ def splice(readme: str, directory: Path) -> str:
     start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
     if start not in readme or end not in readme:
         raise ValueError(f"README has no '{start}' … '{end}' markers")
+    if directory.is_file():
+        return _replace(readme, name, file_block(directory))
     readme = _replace(readme, name, block(directory))
     ood = f"{name}:{OOD_PART}"
     if f"<!-- results:{ood}:start -->" in readme and f"<!-- results:{ood}:end -->" in readme:
@@ -128,7 +144,8 @@ def splice(readme: str, directory: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.readme", description=__doc__.splitlines()[0])
-    parser.add_argument("directory", type=Path, help="results folder with table.md and runs*.jsonl")
+    parser.add_argument("directory", type=Path,
+                        help="results folder with table.md and runs*.jsonl, or one generated .md file")  # fmt: skip
     parser.add_argument("--readme", type=Path, default=Path("README.md"), help="file to update (default README.md)")
     parser.add_argument("--check", action="store_true", help="exit 1 if the README block is stale; write nothing")
     args = parser.parse_args(argv)

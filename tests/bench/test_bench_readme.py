@@ -63,3 +63,21 @@ def test_session_lines_state_the_measured_time_from_the_sessions_file(tmp_path):
     assert "30.0 min, with 9 stage artifacts already cached" in second and "(dirty)" in second
     assert "install step took 2.5 min (building a fresh venv)" in second
     assert readme.session_lines(tmp_path / "nothing") == []
+
+
+def test_a_generated_markdown_file_is_spliced_without_its_title(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = tmp_path / "results" / "trainer" / "lm_step.md"
+    summary.parent.mkdir(parents=True)
+    summary.write_text("# Title line\n\n| a | b |\n|---|---|\n| 1.25 | 2 |\n")
+    name = "results/trainer/lm_step.md"
+    path = tmp_path / "README.md"
+    path.write_text(f"x\n<!-- results:{name}:start -->\nOLD\n<!-- results:{name}:end -->\ny\n")
+    assert readme.main([name, "--check"]) == 1
+    assert readme.main([name]) == 0
+    text = path.read_text()
+    assert "| 1.25 | 2 |" in text and "Title line" not in text and "OLD" not in text
+    assert text.startswith("x\n") and text.endswith("\ny\n")
+    assert readme.main([name, "--check"]) == 0
+    summary.write_text("# Title line\n\n| a | b |\n|---|---|\n| 1.5 | 2 |\n")
+    assert readme.main([name, "--check"]) == 1
