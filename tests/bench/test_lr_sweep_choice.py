@@ -41,3 +41,23 @@ def test_profile_rates_are_the_sweep_choice(name):
                     assert config.ft_learning_rate == full_ft, (name, task, method)
                 if base in ("adapter", "lora"):
                     assert config.learning_rate == lr_sweep.rate_for(chosen, base, task), (name, task, method)
+
+
+def test_llm_quick_rates_are_its_own_sweeps_choice():
+    sweep = SWEEP.parent / "lr_sweep_llm"
+    records = rec.load_records(sweep)
+    assert records and all(r["config"]["eval_on"] == "dev" for r in records)
+    profile = prof.load_profile("llm-quick")
+    _, grid = lr_sweep.sweep_plan(profile)
+    assert {r["method"] for r in records} == set(grid)
+    chosen = lr_sweep.chosen_rates(records)
+    for task in profile.tasks:
+        for method in profile.methods:
+            run_fields, args = profile.settings(profile.models[0], task, method)
+            config = get_method(method).make_config(args, run_fields.get("learning_rate"))
+            if method in ("plain", "plain_matched", "hybrid"):
+                assert config.learning_rate == chosen["plain"][task], method
+            if method == "hybrid":
+                assert config.ft_learning_rate == chosen["plain"][task]
+            if method == "lora":
+                assert config.learning_rate == chosen["lora"][task]
