@@ -16,6 +16,9 @@ constant class for accuracy and F1 (the majority class for accuracy); 0 for Matt
 (a constant prediction has no correlation: NaN, fixed at 0); 0 for CoNLL entity F1 (all ``O``); the empty answer
 for SQuAD (0 on v1.1; on v2.0 the share of unanswerable questions). The causal_lm tasks follow what they score:
 ``sst2_lm`` (label-word log-likelihoods) like classification, ``squad_lm`` (generated answers) like SQuAD v1.1.
+A task may give its own rows through a method ``example_rows(predictions, features, examples, *, headline)``
+(``gsm8k_lm``: kind "mean", [1.0] for a correct answer, [0.0] otherwise); its baseline is 0, as for every task that
+generates its answers (no answer is never correct).
 A run whose headline is NaN or at or below its baseline is ``failed_to_learn``: shown and counted in the tables,
 never dropped.
 """
@@ -173,6 +176,9 @@ def example_stats(task, predictions: Any, features, examples, *, headline: str |
     from hybridft.tasks.base import as_numpy
 
     headline = headline or task.headline
+    own = getattr(task, "example_rows", None)
+    if callable(own):  # the task scores its examples itself (gsm8k_lm)
+        return own(predictions, features, examples, headline=headline)
     if task.kind in ("classification", "regression"):
         logits = as_numpy(predictions)
         labels = np.asarray(features["labels"])
@@ -205,7 +211,7 @@ def majority_baseline(task, features, examples) -> float:
     """The headline of the trivial predictor on this evaluation subset (module docstring), in the raw scale."""
     if task.kind == "regression" or task.headline == "matthews_correlation" or task.kind == "token":
         return 0.0
-    if task.kind == "causal_lm" and task.output != "choice":  # generated answers: the empty answer scores 0
+    if task.kind == "causal_lm" and task.output != "choice":  # generated answers (squad_lm, gsm8k_lm): no answer, 0
         return 0.0
     if task.kind == "qa":
         if not getattr(task, "with_null", False):

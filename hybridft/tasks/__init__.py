@@ -1,5 +1,5 @@
 """Task registry: every benchmark task by name (GLUE, SQuAD v1.1 and v2.0, CoNLL-2003, the offline squad_devsplit, and
-the causal-LM tasks sst2_lm and squad_lm).
+the causal-LM tasks sst2_lm, squad_lm and gsm8k_lm).
 
     from hybridft.tasks import get_task
     task = get_task("sst2")
@@ -17,18 +17,19 @@ from hybridft.tasks.base import Task
 from hybridft.tasks.causal_lm import SQUAD_LM, SST2_LM
 from hybridft.tasks.conll import CONLL2003
 from hybridft.tasks.glue import GLUE_TASKS
+from hybridft.tasks.math_lm import GSM8K_LM
 from hybridft.tasks.squad import SQUAD, SQUAD_DEVSPLIT, SQUAD_V2
 
 __all__ = ["Task", "get_task", "offline_task_names", "task_names"]
 
 _REGISTRY: dict[str, Task] = {
-    task.name: task for task in (*GLUE_TASKS, SQUAD, SQUAD_V2, CONLL2003, SQUAD_DEVSPLIT, SST2_LM, SQUAD_LM)
+    task.name: task for task in (*GLUE_TASKS, SQUAD, SQUAD_V2, CONLL2003, SQUAD_DEVSPLIT, SST2_LM, SQUAD_LM, GSM8K_LM)
 }
 
 
 def task_names() -> list[str]:
     """Every registered task name, in registry order (GLUE, squad, squad_v2, conll2003, squad_devsplit, sst2_lm,
-    squad_lm)."""
+    squad_lm, gsm8k_lm)."""
     return list(_REGISTRY)
 
 

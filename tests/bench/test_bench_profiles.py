@@ -23,7 +23,8 @@ def _profile(**extra):
 
 
 def test_shipped_profiles_load_and_say_what_they_cover():
-    assert prof.profile_names() == ["ablations", "curves", "llm-quick", "llm-smoke", "paper", "quick", "smoke"]
+    assert prof.profile_names() == ["ablations", "curves", "llm-paper", "llm-quick", "llm-smoke", "paper", "quick",
+                                    "smoke"]  # fmt: skip
     smoke, quick, paper, ablations = (prof.load_profile(n) for n in ("smoke", "quick", "paper", "ablations"))
     assert smoke.offline_tasks and set(smoke.tasks) == set(OFFLINE) and smoke.methods == ALL_METHODS
     assert smoke.seeds == (0, 1) and smoke.alpha_sweep and smoke.requires == ()  # plain_matched with 2 seeds
@@ -58,10 +59,23 @@ def test_causal_lm_profiles_cover_every_lm_method():
     assert {"zero_shot", "plain", "plain_matched", "lora", "hybrid"} == set(quick.methods) and len(quick.seeds) >= 3
 
 
+def test_llm_paper_is_peft_s_gsm8k_comparison():
+    p = prof.load_profile("llm-paper")
+    assert set(p.requires) == {"gpu", "hub"} and p.tasks == ("gsm8k_lm",) and p.seeds == (0, 1, 2, 3, 4)
+    assert p.models == ("meta-llama/Llama-3.2-3B",)
+    assert p.methods == ("zero_shot", "plain", "plain_matched", "lora", "hybrid")
+    fields, args = p.settings(p.models[0], "gsm8k_lm", "lora")
+    assert (fields["train_size"], fields["max_length"], fields["batch_size"], fields["learning_rate"]) == (
+        20000, 768, 4, 1e-4)  # fmt: skip
+    assert dict(args) == {"weight_decay": 0.1, "warmup_ratio": 0.1, "r": 32, "lora_alpha": 64, "lora_dropout": 0.0,
+                          "target_modules": ["q_proj", "v_proj"]}  # fmt: skip
+    assert p.settings(p.models[0], "gsm8k_lm", "plain")[0]["learning_rate"] == 1e-5
+
+
 STAGED = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine")
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper"])
 def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
     """Every method of a (model, task) gets the same epochs, max length and batch size (lora_paper excepted, by
     name); every teacher-stage method the same LP-FT teacher; plain_matched the hybrid stages' epochs."""
@@ -136,8 +150,8 @@ def test_bad_profiles_are_named(extra, message):
 def test_unknown_profile_is_named():
     with pytest.raises(
         ValueError,
-        match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'llm-quick', 'llm-smoke', 'paper', "
-        r"'quick', 'smoke'\]",
+        match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'llm-paper', 'llm-quick', "
+        r"'llm-smoke', 'paper', 'quick', 'smoke'\]",
     ):
         prof.load_profile("fast")
 
@@ -201,7 +215,7 @@ def test_bad_shard_text_is_named(text):
     assert prof.parse_shard("2/8") == (2, 8)
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "curves"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "curves", "llm-paper"])
 def test_every_profile_run_has_a_valid_method_config(name):
     from hybridft.methods import get_method
 

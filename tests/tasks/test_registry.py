@@ -21,7 +21,8 @@ HEADLINES = {
 
 
 def test_every_task_is_registered():
-    assert task_names() == [*GLUE, "squad", "squad_v2", "conll2003", "squad_devsplit", "sst2_lm", "squad_lm"]
+    assert task_names() == [*GLUE, "squad", "squad_v2", "conll2003", "squad_devsplit", "sst2_lm", "squad_lm",
+                            "gsm8k_lm"]  # fmt: skip
     for name in task_names():
         task = get_task(name)
         assert task.name == name
@@ -48,7 +49,7 @@ def test_offline_tasks_in_the_shared_data(data_dir):
         "squad_devsplit",
         "sst2_lm",
         "squad_lm",
-    ]
+    ]  # not gsm8k_lm: neither metamathqa/train.parquet nor gsm8k/test.parquet is in the shared data
     with pytest.raises(FileNotFoundError, match="not a directory"):
         offline_task_names(data_dir / "missing")
 
