@@ -95,7 +95,7 @@ def _reference_greedy(model, features, tokenizer, max_new_tokens: int) -> list[s
 def test_registered_after_the_other_tasks_and_offline(sst2_lm, data_dir):
     from transformers import AutoModelForCausalLM
 
-    assert task_names()[-2:] == ["sst2_lm", "squad_lm"]
+    assert task_names()[-3:] == ["sst2_lm", "squad_lm", "gsm8k_lm"]
     assert {"sst2_lm", "squad_lm"} <= set(offline_task_names(data_dir))
     for name in ("sst2_lm", "squad_lm"):
         task = get_task(name)
