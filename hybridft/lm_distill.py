@@ -150,45 +150,27 @@ def lm_matched_epochs(model, features, config, run_epochs: float) -> float:
     return epochs(config.ft_epochs) + (teacher + student) / full
 
 
-def teacher_hidden_states(ctx, features, models, rows: LmRows):
-    """Cached final hidden states of each teacher at the response positions; and the pass's FitResult."""
-    from hybridft.distill import cached_teacher_logits
-    from hybridft.methods.hybrid import _compute_device
+def teacher_hidden_cost(model, n_features: int, tokens: int, n_teachers: int, seconds: float):
+    """The FitResult of the teacher pass: the body of each of ``n_teachers`` teachers (shaped like ``model``) once
+    over ``n_features`` features of ``tokens`` tokens in all (module docstring)."""
     from hybridft.training import FitResult
 
-    states, seconds = [], 0.0
-    for model in models:
-        model.to(_compute_device())
-        hidden, elapsed = cached_teacher_logits(
-            model,
-            features,
-            ctx.collator(),
-            rows,
-            cache_dir=ctx.cache_dir,
-            key_data=ctx.data_key,
-            batch_size=ctx.run.eval_batch_size,
-            progress=ctx.progress,
-        )
-        model.to("cpu")
-        states.append(hidden)
-        seconds += elapsed
-    _, tokens = response_fraction(features)
-    _, body = head_and_body(models[0])
-    cost = FitResult(
+    _, body = head_and_body(model)
+    return FitResult(
         train_time_s=seconds,
-        samples=len(features) * len(models),
+        samples=n_features * n_teachers,
         training_loss=0.0,
         stage="teacher_hidden",
-        forward_tokens=tokens * len(models),
-        flops=float(2 * body * tokens * len(models)),
+        forward_tokens=tokens * n_teachers,
+        flops=float(2 * body * tokens * n_teachers),
     )
-    return states, cost
 
 
 def train_lm_hybrid(method, ctx, config):
     """The hybrid family on a causal LM (module docstring); ``method`` is the registered `Hybrid` subclass."""
     from hybridft.distill import fit_distillation, with_index
     from hybridft.methods.base import Trained
+    from hybridft.methods.hybrid import assign_teachers, cached_teacher_passes, needed_teachers
     from hybridft.models import count_parameters
     from hybridft.stages import teachers
 
@@ -202,13 +184,14 @@ def train_lm_hybrid(method, ctx, config):
     pair = teachers(ctx, config)
     features = with_index(ctx.train_features)
     rows = LmRows()
+    rows_n, tokens_n = response_fraction(features)
     # A teacher whose weight is 0 (kd_pre, kd_fine) is not run; the other's rows stand in, multiplied by 0.
-    need_pre, need_fine = config.beta > 0, config.gamma > 0
-    needed = [m for m, need in ((pair.pre, need_pre), (pair.fine, need_fine)) if need] or [pair.fine]
-    states, teacher_cost = teacher_hidden_states(ctx, features, needed, rows)
-    weights = [output_head(m).weight.detach().clone() for m in needed]
-    pre_hidden, pre_weight = (states[0], weights[0]) if need_pre else (states[-1], weights[-1])
-    fine_hidden, fine_weight = (states[-1], weights[-1]) if need_fine else (states[0], weights[0])
+    need = {"need_pre": config.beta > 0, "need_fine": config.gamma > 0}
+    needed = needed_teachers(pair.pre, pair.fine, **need)
+    states, seconds = cached_teacher_passes(ctx, features, rows, needed)
+    teacher_cost = teacher_hidden_cost(needed[0], len(features), tokens_n, len(needed), seconds)
+    pre_hidden, fine_hidden = assign_teachers(states, **need)
+    pre_weight, fine_weight = assign_teachers([output_head(m).weight.detach().clone() for m in needed], **need)
     student = method.initial_student(pair, config)
     pair.pre = pair.fine = None  # the heads are all the loss needs of the teachers
     for param in student.parameters():
@@ -227,7 +210,6 @@ def train_lm_hybrid(method, ctx, config):
         loss_fn=LmHeadLoss(output_head(student), pre_weight, fine_weight),
         **ctx.fit_kwargs(method.name),
     )
-    rows_n, tokens_n = response_fraction(features)
     trained_rows = round(result.tokens * rows_n / tokens_n) if tokens_n else 0
     result = dataclasses.replace(result, flops=student_flops(student, result.tokens, trained_rows))
     trainable, total = count_parameters(student)

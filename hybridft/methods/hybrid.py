@@ -134,14 +134,24 @@ def _compute_device():
     return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if torch.cuda.is_available() else "cpu"
 
 
-def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool, need_fine: bool):
-    """Cached teacher logits of θ_pre and θ_fine on ``features``; a teacher whose weight is 0 is not run (the
-    other's rows stand in, multiplied by 0). Returns (pre_logits, fine_logits, FitResult of their cost)."""
-    needed = [m for m, need in ((pre, need_pre), (fine, need_fine)) if need] or [fine]
+def needed_teachers(pre, fine, *, need_pre: bool, need_fine: bool) -> list:
+    """The teachers to run: those whose loss weight is not 0 (θ_fine alone when neither is)."""
+    return [m for m, need in ((pre, need_pre), (fine, need_fine)) if need] or [fine]
+
+
+def assign_teachers(computed: list, *, need_pre: bool, need_fine: bool):
+    """(θ_pre's, θ_fine's) from per-teacher results in `needed_teachers` order; a teacher that was not run takes the
+    other's (its loss weight is 0, so it only fills the argument)."""
+    return (computed[0] if need_pre else computed[-1]), (computed[-1] if need_fine else computed[0])
+
+
+def cached_teacher_passes(ctx: TrainContext, features, rows, models) -> tuple[list, float]:
+    """Each model's cached rows on ``features`` (`cached_teacher_logits`, run on the compute device, then moved back
+    to the CPU), and the compute time recorded for them."""
     computed, seconds = [], 0.0
-    for model in needed:
+    for model in models:
         model.to(_compute_device())
-        logits, elapsed = cached_teacher_logits(
+        values, elapsed = cached_teacher_logits(
             model,
             features,
             ctx.collator(),
@@ -152,12 +162,18 @@ def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool
             progress=ctx.progress,
         )
         model.to("cpu")
-        computed.append(logits)
+        computed.append(values)
         seconds += elapsed
-    pre_logits = computed[0] if need_pre else computed[-1]
-    fine_logits = computed[-1] if need_fine else computed[0]
-    cost = teacher_pass_cost(features, needed, seconds)
-    return pre_logits, fine_logits, cost
+    return computed, seconds
+
+
+def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool, need_fine: bool):
+    """Cached teacher logits of θ_pre and θ_fine on ``features``; a teacher whose weight is 0 is not run (the
+    other's rows stand in, multiplied by 0). Returns (pre_logits, fine_logits, FitResult of their cost)."""
+    needed = needed_teachers(pre, fine, need_pre=need_pre, need_fine=need_fine)
+    computed, seconds = cached_teacher_passes(ctx, features, rows, needed)
+    pre_logits, fine_logits = assign_teachers(computed, need_pre=need_pre, need_fine=need_fine)
+    return pre_logits, fine_logits, teacher_pass_cost(features, needed, seconds)
 
 
 def teacher_pass_cost(features, models, seconds: float) -> FitResult:

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hybridft.data import load_hub, load_local_parquet, resolve_data_dir
-from hybridft.tasks.base import check_rows
 from hybridft.tasks.causal_lm import CausalLmTask, SquadLmTask, end_of_turn_id
 
 if TYPE_CHECKING:
@@ -217,17 +216,7 @@ class MathLmTask(CausalLmTask):
     _predictor = SquadLmTask._predictor  # greedy, max_new_tokens, stops at the end of turn: squad_lm's decoding
     _stack = SquadLmTask._stack
 
-    def decode(self, predictions: Any, features: Dataset, examples: Dataset) -> dict[str, str]:
-        """Per example id: the generated text (predictions: one string per feature)."""
-        texts = [str(p) for p in predictions]
-        check_rows(texts, len(features), self.name)
-        if "example_id" not in features.column_names:
-            raise ValueError(f"task {self.name!r}: features lack 'example_id'; preprocess them with train=False")
-        generated = dict(zip(features["example_id"], texts, strict=True))
-        missing = [i for i in examples["id"] if i not in generated]
-        if missing:
-            raise ValueError(f"task {self.name!r}: no prediction for {len(missing)} examples (e.g. {missing[0]!r})")
-        return generated
+    decode = SquadLmTask.decode  # per example id: the generated text
 
     def gold(self, example: dict) -> str:
         """The example's gold answer: GSM8K's after "####", or the one a MetaMathQA response ends on."""
