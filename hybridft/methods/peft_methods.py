@@ -77,7 +77,8 @@ PEFT_TASK_TYPES = {
     "causal_lm": "CAUSAL_LM",
 }
 ENCODER_LORA_MODULES = ("query", "value")
-# Every attention and MLP projection of a Llama-style decoder, as in PEFT's method comparison (QLoRA's "all linear").
+# Every attention and MLP projection of a Llama-style decoder (QLoRA's "all linear" choice). PEFT's method comparison
+# keeps PEFT's Llama default, q_proj and v_proj only; the llm-paper profile sets that to follow it.
 CAUSAL_LM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
