@@ -45,11 +45,11 @@ from bench.profiles import ALPHA_SWEEP
 from bench.render import Table, render_latex, render_markdown
 
 TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli",
-              "squad", "squad_v2", "squad_devsplit", "conll2003", "sst2_lm", "squad_lm")  # fmt: skip
+              "squad", "squad_v2", "squad_devsplit", "conll2003", "sst2_lm", "squad_lm", "gsm8k_lm")  # fmt: skip
 TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
                "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD", "squad_v2": "SQuAD v2",
                "squad_devsplit": "SQuAD-devsplit", "conll2003": "CoNLL-2003", "sst2_lm": "SST-2 (LM)",
-               "squad_lm": "SQuAD-devsplit (LM)"}  # fmt: skip
+               "squad_lm": "SQuAD-devsplit (LM)", "gsm8k_lm": "GSM8K (LM)"}  # fmt: skip
 METHOD_ORDER = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft",
                 "kd_pre", "kd_fine", "zero_shot")  # fmt: skip
 BASELINES = ("plain", "plain_matched")  # the methods the difference table compares against
@@ -65,6 +65,9 @@ OFFLINE_NOTES = {
     "normalisation); not comparable to published SQuAD numbers either.",
     "sst2_lm": "sst2_lm is SST-2 with verbalised labels for a causal LM, scored by comparing the log-likelihoods of "
     "the two label words after the prompt (no generation).",
+    "gsm8k_lm": "gsm8k_lm trains on MetaMathQA and scores the GSM8K test split by greedy chain-of-thought generation "
+    "(the first number after the last 'The answer is' or '####', else the last number), after PEFT's method "
+    "comparison, which scores an answer without such a phrase wrong.",
 }
 TABLE_FILES = ("table.md", "table.tex")
 COMPUTE_FIELDS = (("train_tokens", "Train tokens"), ("forward_tokens", "Forward tokens"),
@@ -680,22 +683,27 @@ def check(directory: str | Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tables", description="Tables and plots from DIR/runs*.jsonl.")
-    p.add_argument("directory", type=Path, help="results folder holding runs.jsonl (or runs-K-of-N.jsonl files)")
+    p.add_argument("directory", type=Path, nargs="+",
+                   help="results folder(s), each holding runs.jsonl (or runs-K-of-N.jsonl files)")  # fmt: skip
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if table.md/table.tex differ")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     args = p.parse_args(argv)
-    if not rec.runs_files(args.directory):
-        print(f"no runs*.jsonl in {args.directory}", file=sys.stderr)
+    empty = [d for d in args.directory if not rec.runs_files(d)]
+    if empty:
+        print(f"no runs*.jsonl in {', '.join(map(str, empty))}", file=sys.stderr)
         return 2
-    if args.check:
-        stale = check(args.directory)
-        for name in stale:
-            print(f"{args.directory / name} differs from what {rec.RUNS_GLOB} regenerates", file=sys.stderr)
-        print("tables are up to date" if not stale else "tables differ", file=sys.stderr)
-        return 1 if stale else 0
-    for path in write_all(args.directory, plots=not args.no_plots):
-        print(path)
-    return 0
+    status = 0
+    for directory in args.directory:
+        if args.check:
+            stale = check(directory)
+            for name in stale:
+                print(f"{directory / name} differs from what {rec.RUNS_GLOB} regenerates", file=sys.stderr)
+            print(f"{directory}: " + ("tables are up to date" if not stale else "tables differ"), file=sys.stderr)
+            status = max(status, 1 if stale else 0)
+            continue
+        for path in write_all(directory, plots=not args.no_plots):
+            print(path)
+    return status
 
 
 if __name__ == "__main__":

@@ -92,6 +92,20 @@ def test_check_mode_detects_a_stale_table(tmp_path, capsys):
     assert tables.main([str(tmp_path / "empty")]) == 2
 
 
+def test_check_mode_takes_several_folders_and_names_each(tmp_path, capsys):
+    good, stale = tmp_path / "good", tmp_path / "stale"
+    for folder in (good, stale):
+        for r in _rows():
+            rec.append_record(folder / "runs.jsonl", r)
+    assert tables.main([str(good), str(stale), "--no-plots"]) == 0
+    (stale / "table.md").write_text((stale / "table.md").read_text() + "\n")
+    assert tables.main([str(stale), str(good), "--check"]) == 1  # the stale one fails the call, the other is checked
+    err = capsys.readouterr().err
+    assert f"{stale}/table.md differs" in err and f"{good}: tables are up to date" in err
+    assert tables.main([str(good), str(tmp_path / "none"), "--check"]) == 2  # an empty folder, named, before any work
+    assert "none" in capsys.readouterr().err
+
+
 def test_references_are_kept_out_of_the_main_table():
     ours = [make_record("rte", "plain", s, 0.7 + s / 100, model="roberta-base", trainable=124_647_170) for s in (0, 1)]
     md = tables.render(ours)["table.md"]
