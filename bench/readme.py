@@ -88,12 +88,13 @@ def block(directory: Path) -> str:
     runs = rec.load_records(directory)
     wall = sum(float(r.get("wall_time_s") or 0.0) for r in runs)
     name = directory.as_posix()
+    extras = "Per-seed scores, the α-sweep table" if "\n### α sweep" in table_md else "Per-seed scores"
     body = "\n\n".join(
         [
             *_sections(table_md),
             *session_lines(directory),
             f"Wall time of the {len(runs)} runs (sum of each run's `wall_time_s` in `{name}/runs.jsonl`): "
-            f"{wall / 60:.1f} min. Per-seed scores, the α-sweep table and the plots are in `{name}/`.",
+            f"{wall / 60:.1f} min. {extras} and the plots are in `{name}/`.",
         ]
     )
     return f"<!-- results:{name}:start -->\n{body}\n<!-- results:{name}:end -->"
