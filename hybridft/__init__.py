@@ -1,7 +1,8 @@
 """hybridft: compare full fine-tuning, adapters, LoRA and hybrid fine-tuning on GLUE, SQuAD and CoNLL-2003.
 
 ``from hybridft import hybrid_kd_loss`` (and ``hybrid_kd_linear_loss``) needs only torch (and triton for the fused
-kernel); everything that pulls in transformers, datasets or evaluate is imported lazily by its own submodule.
+kernel); everything that pulls in transformers, datasets or evaluate is imported lazily by its own submodule, and
+``HybridTrainer`` / ``HybridTrainingArguments`` (`hybridft.trainer`) on first access.
 """
 
 from __future__ import annotations
@@ -36,4 +37,15 @@ _mount_source_kernels()
 from hybridft.linear_loss import hybrid_kd_linear_loss  # noqa: E402
 from hybridft.loss import hybrid_kd_loss  # noqa: E402  (needs the mount above for the triton backend)
 
-__all__ = ["__version__", "hybrid_kd_linear_loss", "hybrid_kd_loss"]
+__all__ = ["HybridTrainer", "HybridTrainingArguments", "__version__", "hybrid_kd_linear_loss", "hybrid_kd_loss"]
+
+# The trainer needs transformers and datasets: imported on first use, so the losses above need only torch.
+_LAZY = {"HybridTrainer": "hybridft.trainer", "HybridTrainingArguments": "hybridft.trainer_args"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hybridft' has no attribute {name!r}")

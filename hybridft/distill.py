@@ -97,6 +97,8 @@ class TokenRows:
             self.inner, self.column = inner, column
 
         def __call__(self, features: list[dict]) -> dict:
+            if not any(self.column in f for f in features):  # an evaluation batch: no distillation rows
+                return self.inner(features)
             if any(self.column not in f for f in features):
                 raise KeyError(f"token distillation needs the {self.column!r} column; preprocess with TokenTask")
             masks = [torch.as_tensor(f[self.column], dtype=torch.long) for f in features]
@@ -128,7 +130,7 @@ class TokenRows:
         return outputs.logits[mask], pre_rows, fine_rows, None if labels is None else labels[mask].long()
 
     def unlabelled(self, example: dict) -> dict:
-        return {"labels": [IGNORE_INDEX] * len(example["labels"])}
+        return {"labels": [IGNORE_INDEX] * len(example["input_ids"])}
 
 
 class SpanRows:
@@ -353,10 +355,29 @@ class IndexedCollator:
         self.inner = inner
 
     def __call__(self, features: list[dict]) -> dict:
+        if INDEX_COLUMN not in features[0]:  # an evaluation batch: nothing to fetch from the teachers
+            return self.inner(features)
         index = [f[INDEX_COLUMN] for f in features]
         batch = self.inner([{k: v for k, v in f.items() if k != INDEX_COLUMN} for f in features])
         batch[INDEX_COLUMN] = torch.tensor(index, dtype=torch.long)
         return batch
+
+
+def with_unlabelled(features, extra, rows):
+    """``features`` followed by the rows of ``extra`` with every label set to ignored (``rows.unlabelled``), so they
+    reach the two KL terms and not the label's. ``extra`` needs the columns of ``features`` other than the labels;
+    its other columns are dropped."""
+    from datasets import concatenate_datasets
+
+    labels = set(rows.label_columns)
+    missing = [c for c in features.column_names if c not in labels and c not in extra.column_names]
+    if missing:
+        raise ValueError(f"the unlabelled inputs have no column {missing[0]!r}, which the training features have; "
+                         f"their columns: {', '.join(extra.column_names)}")  # fmt: skip
+    extra = extra.remove_columns([c for c in extra.column_names if c in labels])
+    extra = extra.map(rows.unlabelled, desc="unlabelled rows")
+    extra = extra.select_columns(features.column_names)
+    return concatenate_datasets([features, extra.cast(features.features)])
 
 
 def with_index(features):
@@ -364,52 +385,6 @@ def with_index(features):
     if INDEX_COLUMN in features.column_names:
         features = features.remove_columns(INDEX_COLUMN)
     return features.add_column(INDEX_COLUMN, list(range(len(features))))
-
-
-def make_distill_trainer():
-    """The `Trainer` subclass of the distillation stage (built lazily: transformers is imported on demand)."""
-    from transformers import Trainer
-
-    class DistillTrainer(Trainer):
-        """`Trainer` whose loss is the hybrid loss against cached teacher rows.
-
-        ``pre_logits`` / ``fine_logits``: `TeacherLogits` of θ_pre and θ_fine on the training features, which carry
-        `INDEX_COLUMN`; ``rows``: the head kind's row maker; ``loss_fn``: `hybrid_kd_loss` or `regression_kd_loss`;
-        ``loss_kwargs``: alpha, beta, gamma, temperature, ce_weight (and backend).
-        """
-
-        def __init__(self, *args, pre_logits, fine_logits, rows, loss_fn, loss_kwargs, **inner):
-            super().__init__(*args, **inner)
-            self.pre_logits, self.fine_logits = pre_logits, fine_logits
-            self.rows, self.loss_fn, self.loss_kwargs = rows, loss_fn, dict(loss_kwargs)
-            # compute_loss returns this batch's own mean; no rescaling by token counts across devices.
-            self.model_accepts_loss_kwargs = False
-
-        def _set_signature_columns_if_needed(self):
-            super()._set_signature_columns_if_needed()
-            for column in (INDEX_COLUMN, *getattr(self.rows, "extra_columns", ())):
-                if column not in self._signature_columns:
-                    self._signature_columns.append(column)
-
-        def _teacher_rows(self, index, device, dtype):
-            if self.pre_logits.values.device != device:
-                self.pre_logits, self.fine_logits = self.pre_logits.to(device), self.fine_logits.to(device)
-            return self.pre_logits.gather(index).to(dtype), self.fine_logits.gather(index).to(dtype)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs = dict(inputs)
-            index = inputs.pop(INDEX_COLUMN)
-            extras = {name: inputs.pop(name) for name in getattr(self.rows, "extra_columns", ()) if name in inputs}
-            targets = {name: inputs.pop(name) for name in self.rows.label_columns if name in inputs}
-            forward = getattr(self.rows, "student_forward", None)
-            outputs = forward(model, inputs) if forward is not None else model(**inputs)
-            logits = outputs.logits if hasattr(outputs, "logits") and outputs.logits is not None else outputs[0]
-            pre, fine = self._teacher_rows(index, logits.device, logits.dtype)
-            student, pre, fine, labels = self.rows.loss_rows(outputs, {**inputs, **extras}, targets, pre, fine)
-            loss = self.loss_fn(student, pre, fine, labels, ignore_index=IGNORE_INDEX, **self.loss_kwargs)
-            return (loss, outputs) if return_outputs else loss
-
-    return DistillTrainer
 
 
 def fit_distillation(
@@ -432,10 +407,13 @@ def fit_distillation(
     logits with the head kind's rows and loss. ``collator`` is the task's own; ``fit_kwargs`` go to `training.fit`
     (callbacks, args_overrides). ``rows`` / ``loss_fn``: the kind's defaults (`rows_for`, `loss_for`) unless given
     (the causal-LM student passes its teachers' heads, `hybridft.lm_distill`). The hybrid methods, the epoch-ratio
-    benchmark and the tests all train through this, so they measure and check the same wiring."""
+    benchmark and the tests all train through this, and it trains through the public `hybridft.HybridTrainer`, so
+    they all measure and check the wiring users get."""
+    from hybridft.trainer import HybridTrainer, Prepared
     from hybridft.training import fit
 
     rows = rows_for(kind) if rows is None else rows
+    loss_fn = loss_for(kind) if loss_fn is None else loss_fn
     return fit(
         student,
         features,
@@ -443,12 +421,8 @@ def fit_distillation(
         spec,
         output_dir=output_dir,
         progress=progress,
-        trainer_cls=make_distill_trainer(),
-        pre_logits=pre_logits,
-        fine_logits=fine_logits,
-        rows=rows,
-        loss_fn=loss_for(kind) if loss_fn is None else loss_fn,
-        loss_kwargs=loss_kwargs,
+        trainer_cls=HybridTrainer,
+        prepared=Prepared(pre_logits, fine_logits, rows, loss_fn, loss_kwargs),
         **fit_kwargs,
     )
 

@@ -109,26 +109,32 @@ def _save(model: torch.nn.Module, result: FitResult, key_data: dict, target: Pat
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=repr))
 
 
-def _load(ctx: TrainContext, path: Path) -> tuple[torch.nn.Module, FitResult]:
+def _load(build_fn, path: Path) -> tuple[torch.nn.Module, FitResult]:
     from safetensors.torch import load_model
 
     meta = json.loads((path / "meta.json").read_text())
-    model = ctx.build_model()
+    model = build_fn()
     load_model(model, str(path / "model.safetensors"), strict=True)
     return model, FitResult(**meta["fit"])
 
 
-def cached_stage(ctx: TrainContext, stage: str, key_data: dict, train_fn) -> tuple[torch.nn.Module, FitResult, str]:
-    """Load stage ``stage`` with config ``key_data`` from ``ctx.cache_dir``, or run ``train_fn()`` and store it."""
+def stored_stage(cache_dir: Path, stage: str, key_data: dict, train_fn, build_fn):
+    """Load stage ``stage`` with config ``key_data`` from ``cache_dir/stages`` into ``build_fn()`` (a model of the
+    same architecture), or run ``train_fn() -> (model, FitResult)`` and store it. Returns (model, FitResult, key)."""
     key = stable_hash({"format": STAGE_FORMAT, **key_data})
-    path = ctx.cache_dir / "stages" / f"{stage}-{key}"
+    path = Path(cache_dir) / "stages" / f"{stage}-{key}"
     if (path / "meta.json").is_file():
-        model, result = _load(ctx, path)
+        model, result = _load(build_fn, path)
     else:
         model, result = train_fn()
         if _rank() == 0:
             _save(model, result, key_data, path)
     return model, result, key
+
+
+def cached_stage(ctx: TrainContext, stage: str, key_data: dict, train_fn) -> tuple[torch.nn.Module, FitResult, str]:
+    """Load stage ``stage`` with config ``key_data`` from ``ctx.cache_dir``, or run ``train_fn()`` and store it."""
+    return stored_stage(ctx.cache_dir, stage, key_data, train_fn, ctx.build_model)
 
 
 def _base_key(ctx: TrainContext) -> dict:
@@ -165,8 +171,6 @@ def frozen_encoder_in_eval_mode(model: torch.nn.Module):
 
 def linear_probe(ctx: TrainContext, learning_rate: float, epochs: float | None, weight_decay: float):
     """Stage 1: θ_pre, the head trained on the frozen encoder. Returns (model, FitResult, stage key)."""
-    from hybridft.models import head_parameter_names
-
     if ctx.task.kind == "causal_lm":
         raise ValueError(
             f"task {ctx.task.name!r} is a causal LM: its pretrained head already speaks, so there is no linear-probe "
@@ -178,17 +182,34 @@ def linear_probe(ctx: TrainContext, learning_rate: float, epochs: float | None, 
 
     def train():
         model = ctx.build_model()
-        head = set(head_parameter_names(model))
-        for name, param in model.named_parameters():
-            param.requires_grad_(name in head)
-        with frozen_encoder_in_eval_mode(model):
-            result = fit(model, ctx.train_features, ctx.collator(), spec, **ctx.fit_kwargs("lp"))
-        return model, result
+        return model, train_head_only(model, ctx.train_features, ctx.collator(), spec, ctx.fit_kwargs("lp"))
 
     model, result, key = cached_stage(ctx, "lp", key_data, train)
     for param in model.parameters():
         param.requires_grad_(True)
     return model, result, key
+
+
+def train_head_only(model: torch.nn.Module, features, collator, spec, fit_kwargs: dict) -> FitResult:
+    """Linear probing in place: only the task head trains, on the frozen encoder's features (kept in eval mode).
+    Every parameter is trainable again afterwards."""
+    from hybridft.models import head_parameter_names
+
+    head = set(head_parameter_names(model))
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in head)
+    with frozen_encoder_in_eval_mode(model):
+        result = fit(model, features, collator, spec, **fit_kwargs)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return result
+
+
+def train_all_weights(model: torch.nn.Module, features, collator, spec, fit_kwargs: dict) -> FitResult:
+    """Full fine-tuning in place: every parameter trains."""
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return fit(model, features, collator, spec, **fit_kwargs)
 
 
 def fine_tune_from(
@@ -203,10 +224,7 @@ def fine_tune_from(
 
     def train():
         model = copy.deepcopy(pre)
-        for param in model.parameters():
-            param.requires_grad_(True)
-        result = fit(model, ctx.train_features, ctx.collator(), spec, **ctx.fit_kwargs("lp_ft"))
-        return model, result
+        return model, train_all_weights(model, ctx.train_features, ctx.collator(), spec, ctx.fit_kwargs("lp_ft"))
 
     return cached_stage(ctx, "lp_ft", key_data, train)
 
@@ -221,10 +239,7 @@ def full_fine_tune(ctx: TrainContext, learning_rate: float, epochs: float | None
 
     def train():
         model = ctx.build_model()
-        for param in model.parameters():
-            param.requires_grad_(True)
-        result = fit(model, ctx.train_features, ctx.collator(), spec, **ctx.fit_kwargs("ft"))
-        return model, result
+        return model, train_all_weights(model, ctx.train_features, ctx.collator(), spec, ctx.fit_kwargs("ft"))
 
     return cached_stage(ctx, "ft", key_data, train)
 

@@ -22,6 +22,7 @@ from hybridft.distill import (
     fit_distillation,
     rows_for,
     with_index,
+    with_unlabelled,
 )
 from hybridft.interpolate import check_alpha, interpolate_models
 from hybridft.methods import register
@@ -31,6 +32,20 @@ from hybridft.stages import StageFields, teachers
 from hybridft.training import FitResult
 
 LOSS_BACKENDS = ("auto", "triton", "torch", "reference")
+
+
+def check_loss_fields(settings) -> None:
+    """ValueError naming the field of ``settings`` (a `HybridConfig` or `HybridTrainingArguments`) that is out of
+    range: α ∉ [0, 1], β, γ or ce_weight < 0, T ≤ 0, an unknown loss back end."""
+    owner = type(settings).__name__
+    check_alpha(settings.alpha)
+    for name in ("beta", "gamma", "ce_weight"):
+        if not getattr(settings, name) >= 0:
+            raise ValueError(f"{owner}.{name} must be >= 0, got {getattr(settings, name)}")
+    if not settings.temperature > 0:
+        raise ValueError(f"{owner}.temperature must be > 0, got {settings.temperature}")
+    if settings.loss_backend not in LOSS_BACKENDS:
+        raise ValueError(f"{owner}.loss_backend must be one of {LOSS_BACKENDS}, got {settings.loss_backend!r}")
 
 
 @dataclass(frozen=True)
@@ -54,14 +69,7 @@ class HybridConfig(StageFields, MethodConfig):
     def validate(self) -> None:
         super().validate()
         self.validate_stages()
-        check_alpha(self.alpha)
-        for name in ("beta", "gamma", "ce_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{type(self).__name__}.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.temperature > 0:
-            raise ValueError(f"{type(self).__name__}.temperature must be > 0, got {self.temperature}")
-        if self.loss_backend not in LOSS_BACKENDS:
-            raise ValueError(f"loss_backend must be one of {LOSS_BACKENDS}, got {self.loss_backend!r}")
+        check_loss_fields(self)
         if self.unlabeled_size is not None and (not isinstance(self.unlabeled_size, int) or self.unlabeled_size < 1):
             raise ValueError(f"unlabeled_size must be None or an integer >= 1, got {self.unlabeled_size!r}")
 
@@ -103,8 +111,6 @@ def distill_features(ctx: TrainContext, config: HybridConfig):
     """The training features, plus the unlabelled split's (labels set to ignore) if configured, with the index."""
     features = ctx.train_features
     if config.unlabeled_split is not None:
-        from datasets import concatenate_datasets
-
         from hybridft.data import subset
         from hybridft.experiment import qa_stride
 
@@ -121,8 +127,7 @@ def distill_features(ctx: TrainContext, config: HybridConfig):
         extra = task.preprocess(
             raw, ctx.tokenizer, max_length=run.max_length, train=True, stride=qa_stride(run.max_length)
         )
-        extra = extra.map(rows_for(task.kind).unlabelled, desc="unlabelled rows")
-        features = concatenate_datasets([features, extra.cast(features.features)])
+        features = with_unlabelled(features, extra, rows_for(task.kind))
     return with_index(features)
 
 

@@ -91,8 +91,11 @@ def test_token_rows_collator_pads_the_mask_and_hides_it_from_the_task_collator(d
         mask = features[i]["kd_mask"]
         assert batch["kd_mask"][i, : len(mask)].tolist() == mask and not batch["kd_mask"][i, len(mask) :].any()
     assert "kd_mask" not in task.collator(tokenizer)([features[i] for i in range(9)])
-    with pytest.raises(KeyError, match="kd_mask"):
-        rows.collator(inner)([{k: v for k, v in features[0].items() if k != "kd_mask"}])
+    bare = [{k: v for k, v in features[i].items() if k != "kd_mask"} for i in range(2)]
+    with pytest.raises(KeyError, match="kd_mask"):  # some features with the mask, some without
+        rows.collator(inner)([features[0], bare[1]])
+    plain = rows.collator(inner)(bare)  # none with it: an evaluation batch, passed to the task's collator as is
+    assert "kd_mask" not in plain and plain["input_ids"].shape[0] == 2
 
 
 def test_span_rows_are_two_row_sets_with_padding_at_minus_inf(seed):
@@ -410,3 +413,23 @@ def test_plain_training_and_predict_ignore_the_kd_mask_column(make_context, remo
     assert logits.shape[:1] == (len(features),) and logits.shape[2] == ctx.task.num_labels
     scores = ctx.task.compute_metrics(logits, features, data.eval_examples)
     assert 0.0 <= scores["f1"] <= 1.0
+
+
+def test_the_bench_distils_through_the_public_trainer(make_context, monkeypatch):
+    """One distillation path: a bench hybrid run trains through `HybridTrainer`, handed its prepared teachers."""
+    from hybridft.methods import get_method
+    from hybridft.trainer import HybridTrainer
+
+    built = []
+    original = HybridTrainer.__init__
+
+    def spy(self, *args, **kwargs):
+        built.append(kwargs.get("prepared") is not None)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HybridTrainer, "__init__", spy)
+    ctx, _ = make_context("sst2", "hybrid")
+    method = get_method("hybrid")
+    trained = method.train(ctx, method.make_config())
+    assert built == [True]
+    assert [f.stage for f in trained.fits][-2:] == ["teacher_logits", "hybrid"]

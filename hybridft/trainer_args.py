@@ -1,0 +1,92 @@
+"""`HybridTrainingArguments`: the Hugging Face `TrainingArguments` plus the hybrid method's own settings.
+
+The fields below are the method card's knobs (DESIGN.md §1) and the recipe of the teachers `HybridTrainer` builds
+when it is given none. Each carries one ``help`` sentence, which the ``hybridft`` command turns into its flags' help.
+The optimiser fields inherited from `TrainingArguments` (``learning_rate``, ``num_train_epochs``,
+``per_device_train_batch_size``, ...) apply to the student; the teachers' stages have their own ``lp_*`` / ``ft_*``
+fields, defaulting to the recipe the bench uses (`hybridft.stages`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from hybridft.methods.base import FULL_FT_LR, FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY
+from hybridft.methods.hybrid import LOSS_BACKENDS, check_loss_fields
+from hybridft.stages import LP_LR
+from hybridft.tasks.base import KINDS as TASK_TYPES
+
+
+@dataclass
+class HybridTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for `hybridft.trainer.HybridTrainer` (see the module docstring)."""
+
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the pretrained teacher in the student's start: θ_mix = α·θ_pre + (1−α)·θ_fine."},
+    )
+    beta: float = field(default=1.0, metadata={"help": "Weight of the KL term to the pretrained teacher (≥ 0)."})
+    gamma: float = field(default=1.0, metadata={"help": "Weight of the KL term to the fine-tuned teacher (≥ 0)."})
+    temperature: float = field(
+        default=2.0, metadata={"help": "Softmax temperature T of both KL terms, which are scaled by T² (> 0)."}
+    )
+    ce_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the cross-entropy (MSE for regression) on the labelled rows (≥ 0)."}
+    )
+    loss_backend: str = field(
+        default="auto", metadata={"help": f"Back end of the fused loss: one of {', '.join(LOSS_BACKENDS)}."}
+    )
+    task_type: str | None = field(
+        default=None,
+        metadata={"help": f"One of {', '.join(TASK_TYPES)}; inferred from the model's class when not given."},
+    )
+    teacher_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the built teachers and the teachers' cached outputs are kept, keyed by a hash of their "
+            "inputs (default: $HYBRIDFT_CACHE_DIR, else ~/.cache/hybridft/trainer)."
+        },
+    )
+    lp_learning_rate: float = field(
+        default=LP_LR, metadata={"help": "Learning rate of the linear probe that gives θ_pre its task head."}
+    )
+    lp_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs of the linear probe (default: num_train_epochs)."}
+    )
+    ft_learning_rate: float = field(
+        default=FULL_FT_LR, metadata={"help": "Learning rate of the full fine-tune that builds θ_fine from θ_pre."}
+    )
+    ft_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs of the full fine-tune that builds θ_fine (default: num_train_epochs)."}
+    )
+    ft_weight_decay: float = field(
+        default=FULL_FT_WEIGHT_DECAY, metadata={"help": "Weight decay of the full fine-tune that builds θ_fine."}
+    )
+    ft_warmup_ratio: float = field(
+        default=FULL_FT_WARMUP, metadata={"help": "Warm-up fraction of the full fine-tune that builds θ_fine."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_loss_fields(self)
+        if self.task_type is not None and self.task_type not in TASK_TYPES:
+            raise ValueError(f"HybridTrainingArguments.task_type must be None or one of {TASK_TYPES}, got "
+                             f"{self.task_type!r}")  # fmt: skip
+        for name in ("lp_learning_rate", "ft_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"HybridTrainingArguments.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("lp_epochs", "ft_epochs"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"HybridTrainingArguments.{name} must be None or > 0, got {value}")
+        if self.ft_weight_decay < 0:
+            raise ValueError(f"HybridTrainingArguments.ft_weight_decay must be >= 0, got {self.ft_weight_decay}")
+        if not 0.0 <= self.ft_warmup_ratio < 1.0:
+            raise ValueError(f"HybridTrainingArguments.ft_warmup_ratio must be in [0, 1), got {self.ft_warmup_ratio}")
+
+    def loss_kwargs(self) -> dict:
+        """The keyword arguments of `hybrid_kd_loss` in weight-mix mode (the loss's own α, the output mix, is 0)."""
+        return {"alpha": 0.0, "beta": self.beta, "gamma": self.gamma, "temperature": self.temperature,
+                "ce_weight": self.ce_weight, "backend": self.loss_backend}  # fmt: skip
