@@ -64,11 +64,14 @@ class Variant:
     """A named row: ``method`` with some config fields fixed (``values``), e.g. ``hybrid_a0.25`` = hybrid at α 0.25.
 
     The variant's values are applied after the profile's overrides for ``method``, so it shares everything else
-    (budget rule, teacher stages) with the method it varies."""
+    (budget rule, teacher stages) with the method it varies. ``reset`` names fields that the overrides set and the
+    variant takes back to the method's default (TOML has no null), e.g. ``hybrid`` without the unlabelled inputs
+    that the profile gives ``hybrid``."""
 
     name: str
     method: str
     values: Mapping[str, Any]
+    reset: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,11 @@ class Profile:
             if override.matches(model, task, base):
                 for key, value in override.values.items():
                     (run_fields if key in RUN_FIELDS else method_args)[key] = value
+        for key in variant.reset if variant else ():
+            if key in RUN_FIELDS:
+                run_fields.pop(key, None)
+            else:
+                method_args.pop(key, None)
         for key, value in (variant.values if variant else {}).items():
             (run_fields if key in RUN_FIELDS else method_args)[key] = value
         return run_fields, tuple(sorted(method_args.items()))
@@ -159,8 +167,9 @@ def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>")
     for i, table in enumerate(data.get("variant", [])):
         if not isinstance(table.get("name"), str) or not isinstance(table.get("method"), str):
             raise ValueError(f"{source} variant #{i}: needs string keys 'name' and 'method', got {table!r}")
-        values = {k: v for k, v in table.items() if k not in ("name", "method")}
-        variants.append(Variant(table["name"], table["method"], MappingProxyType(values)))
+        reset = _as_tuple(table.get("reset"), "reset", f"{source} variant #{i}") or ()
+        values = {k: v for k, v in table.items() if k not in ("name", "method", "reset")}
+        variants.append(Variant(table["name"], table["method"], MappingProxyType(values), reset))
     sweep = data.get("alpha_sweep", {})
     return Profile(
         name=name,

@@ -214,6 +214,22 @@ def split_dev(dataset, dev_size: int | None, seed: int, *, task: str, split: str
     return dataset.select(rest_rows.tolist()), dev, info
 
 
+def training_rest(cfg: RunConfig, task):
+    """The rows of the train split that the run neither trains on nor holds out as its dev split (the same draws as
+    `prepare_data`): the "other training inputs" that unlabelled distillation may use, their labels dropped."""
+    from hybridft.data import subset_indices
+
+    pool, _, _ = split_dev(
+        task.load(task.train_split, cfg.data_dir), cfg.dev_size, cfg.seed, task=task.name, split=task.train_split
+    )
+    chosen = set(subset_indices(len(pool), cfg.train_size, cfg.seed).tolist())
+    rest = [i for i in range(len(pool)) if i not in chosen]
+    if not rest:
+        raise ValueError(f"task {task.name!r}: train_size={cfg.train_size} and dev_size={cfg.dev_size} leave no other "
+                         f"training rows to use as unlabelled inputs")  # fmt: skip
+    return pool.select(rest)
+
+
 def prepare_data(cfg: RunConfig) -> PreparedData:
     """Load, subset and preprocess the train and evaluation splits of ``cfg.task`` for ``cfg.model``'s tokenizer.
 

@@ -53,8 +53,9 @@ class HybridConfig(StageFields, MethodConfig):
     """Distillation from both teachers. α = 0.5 is WiSE-FT's default mix; T = 2 and equal teacher weights
     β = γ = 1 follow Hinton et al. (2015)'s soft targets at a moderate temperature; lr as for full fine-tuning.
 
-    ``unlabeled_split``: an extra split of the task whose inputs join the KD data without labels (None: only the
-    training inputs); ``unlabeled_size``: a seeded subset of it. ``loss_backend`` goes to `hybrid_kd_loss`.
+    ``unlabeled_split``: a split of the task whose inputs join the KD data without labels (None: only the training
+    inputs; the train split: its rows outside the training subset and the dev split); ``unlabeled_size``: a seeded
+    subset of it. ``loss_backend`` goes to `hybrid_kd_loss`.
     """
 
     alpha: float = 0.5
@@ -107,28 +108,37 @@ class KdFineConfig(HybridConfig):
             raise ValueError(f"kd_fine distils from the fine-tuned teacher only: beta must be 0, got {self.beta}")
 
 
-def distill_features(ctx: TrainContext, config: HybridConfig):
-    """The training features, plus the unlabelled split's (labels set to ignore) if configured, with the index."""
-    features = ctx.train_features
-    if config.unlabeled_split is not None:
-        from hybridft.data import subset
-        from hybridft.experiment import qa_stride
+def unlabelled_features(ctx: TrainContext, config):
+    """(features, SubsetInfo) of the configured unlabelled inputs, labels still on, or (None, None) without any.
 
-        task, run = ctx.task, ctx.run
-        if config.unlabeled_split == task.eval_split:
-            raise ValueError(f"unlabeled_split must not be the evaluation split {task.eval_split!r}")
-        raw, _ = subset(
-            task.load(config.unlabeled_split, run.data_dir),
-            config.unlabeled_size,
-            run.seed,
-            task=task.name,
-            split=config.unlabeled_split,
-        )
-        extra = task.preprocess(
-            raw, ctx.tokenizer, max_length=run.max_length, train=True, stride=qa_stride(run.max_length)
-        )
-        features = with_unlabelled(features, extra, rows_for(task.kind))
-    return with_index(features)
+    ``config.unlabeled_split`` names a split of the task; the train split itself means its other rows, those the
+    run neither trains on nor holds out as dev (`hybridft.experiment.training_rest`). ``unlabeled_size`` draws a
+    seeded subset. ``config`` is a `HybridConfig` or a `PlainMatchedConfig` sized after one."""
+    if config.unlabeled_split is None:
+        return None, None
+    from hybridft.data import subset
+    from hybridft.experiment import qa_stride, training_rest
+
+    task, run = ctx.task, ctx.run
+    if config.unlabeled_split in task.eval_splits:
+        raise ValueError(f"unlabeled_split must not be the evaluation split {config.unlabeled_split!r}")
+    if config.unlabeled_split == task.train_split:
+        source, split = training_rest(run, task), f"{task.train_split}[rest]"
+    else:
+        source, split = task.load(config.unlabeled_split, run.data_dir), config.unlabeled_split
+    raw, info = subset(source, config.unlabeled_size, run.seed, task=task.name, split=split)
+    extra = task.preprocess(raw, ctx.tokenizer, max_length=run.max_length, train=True, stride=qa_stride(run.max_length))
+    return extra, info
+
+
+def distill_features(ctx: TrainContext, config: HybridConfig):
+    """(the training features plus the unlabelled inputs' with their labels set to ignore, if configured, with the
+    index column; the unlabelled subset's SubsetInfo or None)."""
+    features = ctx.train_features
+    extra, info = unlabelled_features(ctx, config)
+    if extra is not None:
+        features = with_unlabelled(features, extra, rows_for(ctx.task.kind))
+    return with_index(features), info
 
 
 def _compute_device():
@@ -210,7 +220,7 @@ class Hybrid(Method):
 
             return train_lm_hybrid(self, ctx, config)
         pair = teachers(ctx, config)
-        features = distill_features(ctx, config)
+        features, unlabelled = distill_features(ctx, config)
         rows = rows_for(ctx.task.kind)
         pre_logits, fine_logits, teacher_cost = teacher_rows(
             ctx,
@@ -240,7 +250,8 @@ class Hybrid(Method):
         model = self.inference_model(student, pair, config)
         trainable, total = count_parameters(model)  # a frozen teacher used at inference counts in total only
         fits = [*pair.fits, teacher_cost, result]
-        return Trained(model=model, fits=fits, trainable_params=trainable, total_params=total)
+        extra = {} if unlabelled is None else {"unlabeled": unlabelled.to_dict()}
+        return Trained(model=model, fits=fits, trainable_params=trainable, total_params=total, extra=extra)
 
     def initial_student(self, pair, config: HybridConfig):
         """Stage 3: the student starts at θ_mix = α·θ_pre + (1−α)·θ_fine."""

@@ -6,11 +6,13 @@ compares unequal budgets. `plain_matched` is the same recipe as `plain` (from th
 learning rate, warmup and batches), trained for as many epochs as make its estimated FLOPs (`hybridft.compute`)
 equal to the hybrid pipeline's on the same features:
 
-    E_matched = E_lp · F_lp / F_full + E_ft + n_teachers · F_fwd / F_full + E_student
+    E_matched = E_lp · F_lp / F_full + E_ft + r · (n_teachers · F_fwd / F_full + E_student)
 
 where F_full = 6·P per token (full fine-tuning), F_lp = 2·P + 4·P_head (linear probe), F_fwd = 2·P (a teacher pass),
-all counted on the model itself. Every stage of both pipelines runs over the same training features, so tokens per
-epoch cancel; the run record carries both methods' measured ``train_flops``, and the tables show their ratio.
+all counted on the model itself, and r = 1, or with unlabelled inputs (``unlabeled_split``) the tokens of the
+distillation inputs (training + unlabelled) ÷ those of the training features. Every other stage of both pipelines
+runs over the same training features, so tokens per epoch cancel; the run record carries both methods' measured
+``train_flops``, and the tables show their ratio.
 
 Why more epochs rather than more data: the training subset is part of the comparison (every method sees the same
 examples); spending the extra compute on more passes over them is the only way plain can use it without seeing
@@ -32,13 +34,17 @@ class PlainMatchedConfig(MethodConfig):
     """Plain fine-tuning (BERT's recipe, the `plain` defaults) at the epochs of the hybrid pipeline's compute.
 
     ``lp_epochs``, ``ft_epochs``, ``student_epochs``: the hybrid stages' epochs (None → the run's epochs);
-    ``teacher_passes``: forward passes of teachers over the training set (2 for hybrid: θ_pre and θ_fine).
+    ``teacher_passes``: forward passes of teachers over the training set (2 for hybrid: θ_pre and θ_fine);
+    ``unlabeled_split`` / ``unlabeled_size``: the hybrid run's unlabelled inputs (`HybridConfig`), over which its
+    teacher passes and student also run: their tokens are counted, never trained on here.
     """
 
     lp_epochs: float | None = None
     ft_epochs: float | None = None
     student_epochs: float | None = None
     teacher_passes: int = 2
+    unlabeled_split: str | None = None
+    unlabeled_size: int | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -48,10 +54,16 @@ class PlainMatchedConfig(MethodConfig):
                 raise ValueError(f"PlainMatchedConfig.{name} must be None (the run's epochs) or > 0, got {value}")
         if not (isinstance(self.teacher_passes, int) and self.teacher_passes >= 0):
             raise ValueError(f"PlainMatchedConfig.teacher_passes must be an integer >= 0, got {self.teacher_passes!r}")
+        if self.unlabeled_size is not None and (not isinstance(self.unlabeled_size, int) or self.unlabeled_size < 1):
+            raise ValueError(f"PlainMatchedConfig.unlabeled_size must be None or an integer >= 1, got "
+                             f"{self.unlabeled_size!r}")  # fmt: skip
 
 
-def matched_epochs(model, config: PlainMatchedConfig, run_epochs: float) -> float:
-    """Epochs of full fine-tuning of ``model`` whose FLOPs equal the hybrid pipeline's (module docstring)."""
+def matched_epochs(model, config: PlainMatchedConfig, run_epochs: float, ratio: float = 1.0) -> float:
+    """Epochs of full fine-tuning of ``model`` whose FLOPs equal the hybrid pipeline's (module docstring).
+
+    ``ratio``: tokens of the distillation inputs (training + unlabelled) ÷ tokens of the training features;
+    the teacher passes and the student run over the former, the LP and LP-FT teachers over the latter."""
     from hybridft.compute import pass_parameters
     from hybridft.models import head_parameter_names
 
@@ -75,8 +87,7 @@ def matched_epochs(model, config: PlainMatchedConfig, run_epochs: float) -> floa
     return (
         epochs(config.lp_epochs) * probe.train_flops_per_token / f_full
         + epochs(config.ft_epochs)
-        + config.teacher_passes * full.forward_flops_per_token / f_full
-        + epochs(config.student_epochs)
+        + ratio * (config.teacher_passes * full.forward_flops_per_token / f_full + epochs(config.student_epochs))
     )
 
 
@@ -95,6 +106,19 @@ def whole_steps(epochs: float, n_features: int, batch_size: int) -> float:
     return (steps - 1e-6) / per_epoch
 
 
+def distill_ratio(ctx: TrainContext, config: PlainMatchedConfig) -> float:
+    """Non-padding tokens of the hybrid run's distillation inputs ÷ those of the training features (1 without
+    unlabelled inputs), from the same features the hybrid run builds (`hybridft.methods.hybrid.unlabelled_features`)."""
+    from hybridft.batching import feature_lengths
+    from hybridft.methods.hybrid import unlabelled_features
+
+    extra, _ = unlabelled_features(ctx, config)
+    if extra is None:
+        return 1.0
+    own = sum(feature_lengths(ctx.train_features))
+    return (own + sum(feature_lengths(extra))) / own
+
+
 @register
 class PlainMatched(Method):
     name = "plain_matched"
@@ -109,7 +133,7 @@ class PlainMatched(Method):
 
             target = lm_matched_epochs(model, ctx.train_features, config, ctx.run.epochs)
         else:
-            target = matched_epochs(model, config, ctx.run.epochs)
+            target = matched_epochs(model, config, ctx.run.epochs, distill_ratio(ctx, config))
         epochs = whole_steps(target, len(ctx.train_features), ctx.run.batch_size)
         matched_ctx = dataclasses.replace(ctx, run=dataclasses.replace(ctx.run, epochs=epochs))
         trained = train_whole_model(matched_ctx, model, config, self.name)

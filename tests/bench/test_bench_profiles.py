@@ -24,7 +24,7 @@ def _profile(**extra):
 
 def test_shipped_profiles_load_and_say_what_they_cover():
     assert prof.profile_names() == ["ablations", "curves", "llm-paper", "llm-quick", "llm-smoke", "paper", "quick",
-                                    "smoke"]  # fmt: skip
+                                    "semi", "smoke"]  # fmt: skip
     smoke, quick, paper, ablations = (prof.load_profile(n) for n in ("smoke", "quick", "paper", "ablations"))
     assert smoke.offline_tasks and set(smoke.tasks) == set(OFFLINE) and smoke.methods == ALL_METHODS
     assert smoke.seeds == (0, 1) and smoke.alpha_sweep and smoke.requires == ()  # plain_matched with 2 seeds
@@ -75,7 +75,7 @@ def test_llm_paper_is_peft_s_gsm8k_comparison():
 STAGED = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine")
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper", "semi"])
 def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
     """Every method of a (model, task) gets the same epochs, max length and batch size (lora_paper excepted, by
     name); every teacher-stage method the same LP-FT teacher; plain_matched the hybrid stages' epochs."""
@@ -94,7 +94,7 @@ def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
         for task in p.tasks:
             teachers = set()
             for method in STAGED:
-                if method in p.methods or method == p.sweep_method:
+                if method in p.methods or (p.alpha_sweep and method == p.sweep_method):
                     run_fields, args = p.settings(model, task, method)
                     config = get_method(method).make_config(args, run_fields.get("learning_rate"))
                     teachers.add((config.ft_learning_rate, config.ft_epochs, config.lp_learning_rate, config.lp_epochs,
@@ -108,6 +108,29 @@ def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
                 assert (matched.lp_epochs, matched.ft_epochs, matched.student_epochs) == (
                     hybrid.lp_epochs, hybrid.ft_epochs, None)  # fmt: skip
                 assert matched.learning_rate == hybrid.ft_learning_rate  # plain's recipe = the teacher's
+                # sized after hybrid's own unlabelled inputs, if any
+                assert (matched.unlabeled_split, matched.unlabeled_size) == (
+                    hybrid.unlabeled_split, hybrid.unlabeled_size)  # fmt: skip
+
+
+def test_semi_gives_hybrid_and_plain_matched_the_unlabelled_inputs_and_not_hybrid_labelled():
+    p = prof.load_profile("semi")
+    for row in ("hybrid", "plain_matched"):
+        assert dict(p.settings("minilm", "sst2", row)[1])["unlabeled_split"] == "train"
+        assert dict(p.settings("minilm", "sst2", row)[1])["unlabeled_size"] <= 8000
+    run_fields, args = p.settings("minilm", "sst2", "hybrid_labelled")
+    assert "unlabeled_split" not in dict(args) and "unlabeled_size" not in dict(args)
+    assert dict(args)["ft_learning_rate"] == dict(p.settings("minilm", "sst2", "hybrid")[1])["ft_learning_rate"]
+    assert run_fields["learning_rate"] == 3e-4
+
+
+def test_a_variant_resets_fields_that_overrides_set():
+    p = _profile(methods=["lora", "lora_default"], variant=[{"name": "lora_default", "method": "lora",
+                 "reset": ["r", "epochs"]}], override=[{"method": "lora", "r": 16, "epochs": 2.0}])  # fmt: skip
+    assert p.settings("tiny-bert", "cola", "lora") == ({"train_size": 32, "epochs": 2.0}, (("r", 16),))
+    assert p.settings("tiny-bert", "cola", "lora_default") == ({"train_size": 32}, ())
+    with pytest.raises(ValueError, match="reset must be a string or a list"):
+        _profile(variant=[{"name": "a", "method": "lora", "reset": 3}])
 
 
 def test_variants_apply_after_overrides_and_name_their_row():
@@ -151,7 +174,7 @@ def test_unknown_profile_is_named():
     with pytest.raises(
         ValueError,
         match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'llm-paper', 'llm-quick', "
-        r"'llm-smoke', 'paper', 'quick', 'smoke'\]",
+        r"'llm-smoke', 'paper', 'quick', 'semi', 'smoke'\]",
     ):
         prof.load_profile("fast")
 

@@ -60,3 +60,38 @@ def _non_embedding(task):
     model = build_model("tiny-bert", get_task(task), seed=0)
     emb = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
     return sum(p.numel() for p in model.parameters()) - emb
+
+
+@pytest.mark.slow
+def test_with_unlabelled_inputs_the_match_counts_their_teacher_passes_and_student_tokens(data_dir, stage_cache,
+                                                                                          tmp_path):  # fmt: skip
+    """hybrid with 40 unlabelled inputs (other rows of the train split) and plain_matched sized after it."""
+    unlabelled = (("unlabeled_size", 40), ("unlabeled_split", "train"))
+    results = {}
+    for method in ("plain", "plain_matched", "hybrid"):
+        cfg = tiny_run("sst2", method, data_dir, epochs=1.0, method_args=() if method == "plain" else unlabelled)
+        results[method] = run_experiment(cfg, work_dir=tmp_path / method, cache_dir=stage_cache, progress=False)
+    ratio = results["plain_matched"]["train_flops"] / results["hybrid"]["train_flops"]
+    assert 0.9 <= ratio <= 1.1, ratio
+    hybrid = results["hybrid"]
+    assert hybrid["method_extra"]["unlabeled"]["split"] == "train[rest]"
+    assert hybrid["method_extra"]["unlabeled"]["size"] == 40
+    assert hybrid["forward_tokens"] > 2 * results["plain"]["train_tokens"]  # the teachers also ran on the 40
+    assert results["plain_matched"]["train_tokens"] > 4 * results["plain"]["train_tokens"]
+
+
+def test_training_rest_is_the_train_split_outside_the_subset_and_the_dev_split(data_dir):
+    from hybridft.data import subset
+    from hybridft.experiment import split_dev, training_rest
+
+    task = get_task("sst2")
+    cfg = tiny_run("sst2", "hybrid", data_dir, train_size=300, dev_size=100)
+    full = task.load("train", data_dir)
+    pool, dev, _ = split_dev(full, 100, cfg.seed, task="sst2", split="train")
+    train, _ = subset(pool, 300, cfg.seed, task="sst2", split="train")
+    rest = training_rest(cfg, task)
+    ids = [set(d["idx"]) for d in (train, dev, rest)]
+    assert len(rest) == len(full) - 400
+    assert not (ids[0] & ids[2]) and not (ids[1] & ids[2]) and len(ids[0] | ids[1] | ids[2]) == len(full)
+    with pytest.raises(ValueError, match="leave no other training rows"):
+        training_rest(tiny_run("sst2", "hybrid", data_dir, train_size=len(full), dev_size=None), task)

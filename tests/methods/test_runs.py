@@ -149,14 +149,16 @@ def test_unlabelled_split_joins_the_distillation_data_without_labels(make_contex
     ctx, _ = make_context("sst2", "hybrid")
     method = get_method("hybrid")
     config = method.make_config({"unlabeled_split": "test", "unlabeled_size": 8})
-    features = distill_features(ctx, config)
+    features, info = distill_features(ctx, config)
     n = len(ctx.train_features)
+    assert (info.split, info.size) == ("test", 8)
     assert len(features) == n + 8
     assert features["kd_index"] == list(range(n + 8))
     assert all(label == -100 for label in features["labels"][n:])
     assert features["labels"][:n] == ctx.train_features["labels"]
     trained = method.train(ctx, config)
     assert trained.fits[-1].samples == n + 8 and not trained.diverged
+    assert trained.extra["unlabeled"]["size"] == 8
     with pytest.raises(ValueError, match="must not be the evaluation split 'validation'"):
         distill_features(ctx, method.make_config({"unlabeled_split": "validation"}))
 
