@@ -97,9 +97,16 @@ def _distributed_cpu() -> bool:
 
 
 def training_arguments(
-    spec: TrainSpec, output_dir: Path | str, *, progress: bool, eval_batch_size: int = 64, **overrides
+    spec: TrainSpec,
+    output_dir: Path | str,
+    *,
+    progress: bool,
+    eval_batch_size: int = 64,
+    args_class=None,
+    **overrides,
 ):
-    """`TrainingArguments` for one stage: no reports, no checkpoints, NaN losses kept visible, CPU when no CUDA."""
+    """`TrainingArguments` for one stage: no reports, no checkpoints, NaN losses kept visible, CPU when no CUDA.
+    ``args_class``: a subclass to build instead (`HybridTrainingArguments`, whose own fields go in ``overrides``)."""
     from transformers import TrainingArguments
 
     kwargs = dict(
@@ -128,7 +135,7 @@ def training_arguments(
         log_level="warning",
     )
     kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+    return (args_class or TrainingArguments)(**kwargs)
 
 
 def _quiet(trainer, progress: bool) -> None:
