@@ -49,17 +49,25 @@ class StageFields:
     ft_warmup_ratio: float = FULL_FT_WARMUP
 
     def validate_stages(self) -> None:
-        for name in ("lp_learning_rate", "ft_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lp_epochs", "ft_epochs"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be None (the run's epochs) or > 0, got {value}")
-        if self.lp_weight_decay < 0 or self.ft_weight_decay < 0:
-            raise ValueError("lp_weight_decay and ft_weight_decay must be >= 0")
-        if not 0.0 <= self.ft_warmup_ratio < 1.0:
-            raise ValueError(f"ft_warmup_ratio must be in [0, 1), got {self.ft_warmup_ratio}")
+        check_stage_fields(self)
+
+
+def check_stage_fields(settings) -> None:
+    """ValueError naming the teacher-stage field of ``settings`` (`StageFields` or `HybridTrainingArguments`) that
+    is out of range."""
+    owner = type(settings).__name__
+    for name in ("lp_learning_rate", "ft_learning_rate"):
+        if not getattr(settings, name) > 0:
+            raise ValueError(f"{owner}.{name} must be > 0, got {getattr(settings, name)}")
+    for name in ("lp_epochs", "ft_epochs"):
+        value = getattr(settings, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{owner}.{name} must be None (the training epochs) or > 0, got {value}")
+    for name in ("lp_weight_decay", "ft_weight_decay"):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"{owner}.{name} must be >= 0, got {getattr(settings, name)}")
+    if not 0.0 <= settings.ft_warmup_ratio < 1.0:
+        raise ValueError(f"{owner}.ft_warmup_ratio must be in [0, 1), got {settings.ft_warmup_ratio}")
 
 
 @dataclass

@@ -285,7 +285,7 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
             pre, pre_key = model, base_key["model"]
             self.teacher_provenance["pre"] = "the model as given (a causal LM's head already speaks)"
         else:
-            lp = spec(args.lp_learning_rate, args.lp_epochs)
+            lp = spec(args.lp_learning_rate, args.lp_epochs, weight_decay=args.lp_weight_decay)
             pre, pre_key = stage("lp", lp, model, train_head_only)
             self.teacher_provenance["pre"] = "stage lp: the model with its head linear-probed"
         if fine is None:

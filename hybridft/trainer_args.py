@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 
 from hybridft.methods.base import FULL_FT_LR, FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY
 from hybridft.methods.hybrid import LOSS_BACKENDS, check_loss_fields
-from hybridft.stages import LP_LR
+from hybridft.stages import LP_LR, check_stage_fields
 from hybridft.tasks.base import KINDS as TASK_TYPES
 
 
@@ -55,6 +55,7 @@ class HybridTrainingArguments(TrainingArguments):
     lp_epochs: float | None = field(
         default=None, metadata={"help": "Epochs of the linear probe (default: num_train_epochs)."}
     )
+    lp_weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the linear probe."})
     ft_learning_rate: float = field(
         default=FULL_FT_LR, metadata={"help": "Learning rate of the full fine-tune that builds θ_fine from θ_pre."}
     )
@@ -74,17 +75,7 @@ class HybridTrainingArguments(TrainingArguments):
         if self.task_type is not None and self.task_type not in TASK_TYPES:
             raise ValueError(f"HybridTrainingArguments.task_type must be None or one of {TASK_TYPES}, got "
                              f"{self.task_type!r}")  # fmt: skip
-        for name in ("lp_learning_rate", "ft_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"HybridTrainingArguments.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lp_epochs", "ft_epochs"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"HybridTrainingArguments.{name} must be None or > 0, got {value}")
-        if self.ft_weight_decay < 0:
-            raise ValueError(f"HybridTrainingArguments.ft_weight_decay must be >= 0, got {self.ft_weight_decay}")
-        if not 0.0 <= self.ft_warmup_ratio < 1.0:
-            raise ValueError(f"HybridTrainingArguments.ft_warmup_ratio must be in [0, 1), got {self.ft_warmup_ratio}")
+        check_stage_fields(self)
 
     def loss_kwargs(self) -> dict:
         """The keyword arguments of `hybrid_kd_loss` in weight-mix mode (the loss's own α, the output mix, is 0)."""

@@ -225,7 +225,8 @@ def test_task_type_is_inferred_and_can_be_overridden(sst2, tmp_path):
         ({"temperature": 0.0}, "HybridTrainingArguments.temperature must be > 0"),
         ({"loss_backend": "cuda"}, "loss_backend must be one of"),
         ({"task_type": "ranking"}, "task_type must be None or one of"),
-        ({"ft_epochs": 0.0}, "ft_epochs must be None or > 0"),
+        ({"ft_epochs": 0.0}, r"HybridTrainingArguments.ft_epochs must be None \(the training epochs\) or > 0"),
+        ({"lp_weight_decay": -1.0}, "HybridTrainingArguments.lp_weight_decay must be >= 0"),
     ],
 )
 def test_bad_arguments_name_the_field(tmp_path, overrides, message):
