@@ -256,3 +256,20 @@ def test_bad_inputs_are_refused_by_name(sst2, data_dir, tmp_path):
     with pytest.raises(ValueError, match="unlabelled inputs have no column 'attention_mask'"):
         HybridTrainer(model=model, fine_tuned_model=_perturbed(model, 1), args=args, train_dataset=train,
                       unlabeled_dataset=extra, processing_class=tokenizer)  # fmt: skip
+
+
+def test_public_names_are_exported_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hybridft; assert 'transformers' not in sys.modules; "
+        "from hybridft import HybridTrainer, HybridTrainingArguments; "
+        "from hybridft.trainer import HybridTrainer as T; assert HybridTrainer is T; "
+        "assert HybridTrainingArguments.__mro__[1].__name__ == 'TrainingArguments'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    import hybridft
+
+    with pytest.raises(AttributeError, match="has no attribute 'HybridTrainr'"):
+        hybridft.HybridTrainr  # noqa: B018
