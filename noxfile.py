@@ -54,6 +54,16 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
+def _executor(args: list[str]) -> str:
+    """The value of the bench's --executor in ``args`` (default local)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--executor="):
+            return arg.split("=", 1)[1]
+        if arg == "--executor" and i + 1 < len(args):
+            return args[i + 1]
+    return "local"
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """The main job: run the benchmark matrix (default profile `quick`), then write tables and plots.
@@ -65,7 +75,8 @@ def bench(session: nox.Session) -> None:
     marker = Path(session.virtualenv.location) / ".hybridft-installed"
     fresh = not marker.exists()
     start = time.perf_counter()
-    _install(session, "bench")
+    # submitit and Ray (the `cluster` extra) only for a bench that runs on them: `-- --executor slurm|ray`
+    _install(session, "bench" if _executor(session.posargs) == "local" else "bench,cluster")
     setup = time.perf_counter() - start
     marker.touch()
     # The bench records the install step's time beside its own wall time (OUTPUT/sessions.jsonl).

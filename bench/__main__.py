@@ -3,14 +3,17 @@
 Examples:
     python -m bench --profile smoke --output /tmp/smoke
     python -m bench --profile quick --tasks sst2 rte --methods plain lora hybrid
-    python -m bench --profile paper --shard 3/8          # one of 8 SLURM array tasks; same options on each
+    python -m bench --profile paper --executor slurm --slurm-partition gpu --gpus-per-job 1 --max-parallel 32
+    python -m bench --profile paper --executor ray --ray-address auto --gpus-per-job 1
+    python -m bench --profile paper --shard 3/8          # one of 8 hand-made array tasks; same options on each
     python -m bench --profile paper --launcher "torchrun --standalone --nproc_per_node=4"
     python -m bench --profile quick --list               # the matrix and which runs are done
     python -m bench --profile quick --tasks sst2 --shift sst2:tweets=/data/tweets.parquet   # one more shift set
 
 Rerunning the same command resumes: finished runs (ok or diverged) are skipped, failed ones too unless
 --retry-failed. A run's shift sets are part of its identity: adding one (--shift, or in the profile) runs the
-task's runs again (final weights are not kept), and --list shows them as pending. Shard K/N writes OUTPUT/runs-K-of-N.jsonl, an unsharded bench OUTPUT/runs.jsonl; tables merge all.
+task's runs again (final weights are not kept), and --list shows them as pending. Every run's record is its own
+file, OUTPUT/runs.d/<key>.json, whichever executor or shard ran it; OUTPUT/runs.jsonl is compiled from them.
 """
 
 from __future__ import annotations
@@ -52,6 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="exit 1 if any run of the matrix failed or is missing (CI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--keep-work", action="store_true", help="keep every run's scratch folder (default: failed only)")
+    cluster = p.add_argument_group("cluster", "Run the matrix as SLURM jobs (submitit) or Ray tasks, one job per "
+                                   "(model, task, seed) group; see bench/executors.py")  # fmt: skip
+    cluster.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
+                         help="local: this process (default); slurm: submitit jobs; ray: Ray tasks")  # fmt: skip
+    cluster.add_argument("--max-parallel", type=int, default=2, help="jobs in flight at once (default 2)")
+    cluster.add_argument("--cpus-per-job", type=int, default=2, help="CPUs each job asks for (default 2)")
+    cluster.add_argument("--gpus-per-job", type=int, default=0, help="GPUs each job asks for (default 0)")
+    cluster.add_argument("--timeout-min", type=int, default=240, help="SLURM time limit per job (default 240)")
+    cluster.add_argument("--slurm-partition", help="SLURM partition (default: the cluster's)")
+    cluster.add_argument("--submitit-cluster", choices=("slurm", "local", "debug"), default="slurm",
+                         help="with --executor slurm: submitit's local executor ('local') runs the jobs as "
+                         "processes here, to try a setup without SLURM")  # fmt: skip
+    cluster.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
     p.add_argument("--report-to", choices=("profile", "none", "tensorboard"), default="profile",
                    help="TensorBoard event files under OUTPUT/tensorboard/<run>/ (default: as the profile says; "
                    "on in quick and paper)")  # fmt: skip
@@ -127,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     opts = runner.BenchOptions(
         output=output,
         cache_dir=args.cache_dir or runner.default_cache_dir(output),
-        runs_file=output / rec.runs_filename(shard),
         retry_failed=args.retry_failed,
         launcher=runner.python_launcher(args.launcher),
         progress=not args.no_progress,
@@ -149,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     interrupted = True
     try:
-        runner.run_matrix(specs, profile, opts)
+        if args.executor == "local":
+            runner.run_matrix(specs, profile, opts)
+        else:
+            from bench import executors
+
+            executors.run(specs, profile.name, opts, cluster_options(args))
         interrupted = False
     finally:
         ran = len(keys & rec.finished_keys(rec.load_records(output)) - before)
@@ -162,6 +182,19 @@ def main(argv: list[str] | None = None) -> int:
         tables.write_all(output)
         print(f"tables and plots written to {output}")
     return strict_status(specs, output) if args.strict else 0
+
+
+def cluster_options(args: argparse.Namespace):
+    """The --executor flags as `bench.executors.ClusterOptions`; exits naming a bad value."""
+    from bench.executors import ClusterOptions
+
+    try:
+        return ClusterOptions(executor=args.executor, max_parallel=args.max_parallel, cpus_per_job=args.cpus_per_job,
+                              gpus_per_job=args.gpus_per_job, timeout_min=args.timeout_min,
+                              slurm_partition=args.slurm_partition, submitit_cluster=args.submitit_cluster,
+                              ray_address=args.ray_address)  # fmt: skip
+    except ValueError as err:
+        sys.exit(str(err))
 
 
 def strict_status(specs: list[prof.RunSpec], output: Path) -> int:

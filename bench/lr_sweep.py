@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = sweep_specs(profile, _data_dir(args.data_dir))
     args.output.mkdir(parents=True, exist_ok=True)
     opts = runner.BenchOptions(output=args.output, cache_dir=runner.default_cache_dir(args.output),
-                               runs_file=args.output / rec.runs_filename(None), progress=not args.no_progress)  # fmt: skip
+                               progress=not args.no_progress)  # fmt: skip
     tasks, grid = sweep_plan(profile)
     sweep_profile = prof.Profile(name=f"lr_sweep:{profile.name}", description="learning-rate sweep on the dev split",
                                  models=profile.models, tasks=tasks, methods=tuple(grid), seeds=(SWEEP_SEED,),

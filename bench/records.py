@@ -1,11 +1,17 @@
-"""Run records: one JSON object per line in DIR/runs*.jsonl, keyed by the run's config hash.
+"""Run records: one JSON object per run, keyed by the run's config hash.
 
-Writes are atomic: the whole new file goes to a temporary file in the same folder, is fsynced, and replaces the old
-one with os.replace, so a SIGKILL at any instant leaves either the old or the new file, both valid JSONL. Each
-writer also holds an exclusive flock on the folder for its read-modify-write, so two processes writing
-the same file (say two benches started by mistake on one folder) never lose each other's lines; a key that is
-already finished is not written twice. Shards write their own file (runs-K-of-N.jsonl) so they share nothing,
-also on network file systems where flock is unreliable; readers merge every runs*.jsonl in the folder.
+Each run's record is its own file, ``DIR/runs.d/<key>.json``, written atomically by whichever process ran it
+(`write_run_record`): the local runner, a SLURM job, a Ray task. Concurrent workers therefore never write the same
+file unless they ran the same run, and then either copy is a whole record of it; no lock is needed, so this holds on
+NFS and Lustre too. ``DIR/runs.jsonl`` is derived from them (`compile_runs`: every record, one line each, sorted by
+key, so the same records always give the same file), and readers merge every source: ``runs.jsonl``, the
+``runs-K-of-N.jsonl`` files of earlier sharded benches, and ``runs.d``. Committed results keep ``runs.jsonl``;
+``runs.d`` is git-ignored.
+
+Every write is atomic: the whole new file goes to a temporary file in the same folder, is fsynced, and replaces the
+old one with os.replace, so a SIGKILL at any instant leaves either the old or the new file, both valid. The older
+single-file writer (`append_record`: a read-modify-write of one runs file under an exclusive flock) is kept for
+tools and tests that write a runs.jsonl directly; the bench no longer uses it.
 
 Status: "ok", "diverged" (non-finite training loss; finished, kept) or "failed" (an exception; its type, message
 and traceback tail are kept). Finished means ok or diverged; failed runs are retried only on request, and a retried
@@ -27,6 +33,7 @@ from typing import Any
 FINISHED = ("ok", "diverged")
 STATUSES = ("ok", "diverged", "failed")
 RUNS_GLOB = "runs*.jsonl"
+RECORDS_DIR = "runs.d"
 
 
 def runs_filename(shard: tuple[int, int] | None = None) -> str:
@@ -88,6 +95,46 @@ def runs_files(directory: str | Path) -> list[Path]:
     return sorted(Path(directory).glob(RUNS_GLOB))
 
 
+def record_files(directory: str | Path) -> list[Path]:
+    """Every per-run record file, DIR/runs.d/<key>.json, sorted by name (temporary files are skipped)."""
+    return sorted((Path(directory) / RECORDS_DIR).glob("[!.]*.json"))
+
+
+def has_records(directory: str | Path) -> bool:
+    return bool(runs_files(directory) or record_files(directory))
+
+
+def read_record_file(path: Path) -> dict[str, Any]:
+    try:
+        return validate(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg})") from None
+
+
+def write_run_record(directory: str | Path, record: dict[str, Any]) -> bool:
+    """DIR/runs.d/<key>.json, atomically. Returns False (and writes nothing) if that key already has a finished
+    record there: a finished run is never replaced, and a failed one is replaced by its retry."""
+    path = Path(directory) / RECORDS_DIR / f"{validate(record)['key']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and read_record_file(path)["status"] in FINISHED:
+        return False
+    atomic_write_text(path, dumps(record) + "\n")
+    return True
+
+
+def compile_runs(directory: str | Path) -> Path | None:
+    """Rewrite DIR/runs.jsonl as every record of the folder (merged, one per key), sorted by key; None (nothing
+    written) for a folder without per-run files. Safe to run from several processes at once: each writes the merge of
+    what it read, atomically, and the per-run files stay the source."""
+    directory = Path(directory)
+    if not record_files(directory):
+        return None
+    records = sorted(load_records(directory), key=lambda r: r["key"])
+    path = directory / runs_filename()
+    atomic_write_text(path, "".join(f"{dumps(r)}\n" for r in records))
+    return path
+
+
 def _preference(record: dict[str, Any]) -> tuple:
     # finished beats failed; then the later run; then the file/line order as a last, deterministic tie-break
     return (record["status"] in FINISHED, record.get("timestamp") or "")
@@ -104,8 +151,10 @@ def merge(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def load_records(directory: str | Path) -> list[dict[str, Any]]:
-    """The merged records of every runs file in a results folder."""
-    return merge(r for path in runs_files(directory) for r in read_file(path))
+    """The merged records of a results folder: its runs*.jsonl files, then its per-run files."""
+    lines = (r for path in runs_files(directory) for r in read_file(path))
+    files = (read_record_file(path) for path in record_files(directory))
+    return merge([*lines, *files])
 
 
 def finished_keys(records: Iterable[dict[str, Any]], *, retry_failed: bool = False) -> set[str]:
@@ -168,15 +217,20 @@ def append_record(path: str | Path, record: dict[str, Any]) -> bool:
 
 __all__ = [
     "FINISHED",
+    "RECORDS_DIR",
     "STATUSES",
     "append_record",
     "atomic_write_text",
+    "compile_runs",
     "dumps",
     "finished_keys",
+    "has_records",
     "load_records",
     "merge",
     "read_file",
+    "record_files",
     "runs_filename",
     "runs_files",
     "validate",
+    "write_run_record",
 ]

@@ -37,7 +37,6 @@ class BenchOptions:
 
     output: Path
     cache_dir: Path
-    runs_file: Path
     retry_failed: bool = False
     launcher: tuple[str, ...] = ()
     progress: bool = True
@@ -170,7 +169,7 @@ def build_record(spec: RunSpec, profile: str, outcome: dict[str, Any], wall_s: f
     return record
 
 
-def run_one(spec: RunSpec, profile: Profile, opts: BenchOptions) -> dict[str, Any]:
+def run_one(spec: RunSpec, profile: str, opts: BenchOptions) -> dict[str, Any]:
     """Run one cell, turning any exception into a failed record; the record is returned, not yet written."""
     work_dir = opts.cache_dir / "work" / spec.key
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +189,7 @@ def run_one(spec: RunSpec, profile: Profile, opts: BenchOptions) -> dict[str, An
     wall = time.perf_counter() - start
     if outcome["status"] != "failed" and not opts.keep_work:
         shutil.rmtree(work_dir, ignore_errors=True)  # keep the scratch of failed runs for debugging
-    return build_record(spec, profile.name, outcome, wall)
+    return build_record(spec, profile, outcome, wall)
 
 
 def _summary(record: dict[str, Any]) -> str:
@@ -209,14 +208,15 @@ def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions) -> li
     done = rec.finished_keys(rec.load_records(opts.output), retry_failed=opts.retry_failed)
     todo = [s for s in specs if s.key not in done]
     print(f"{len(specs)} runs in the matrix, {len(specs) - len(todo)} already done, {len(todo)} to run "
-          f"→ {opts.runs_file}", flush=True)  # fmt: skip
+          f"→ {opts.output / rec.RECORDS_DIR}", flush=True)  # fmt: skip
     written = []
     bar = tqdm(todo, desc="bench", unit="run", disable=not opts.progress or not todo, dynamic_ncols=True)
     for i, spec in enumerate(bar, start=1):
         bar.set_description(f"bench {spec.label()}")
-        record = run_one(spec, profile, opts)
-        if rec.append_record(opts.runs_file, record):
+        record = run_one(spec, profile.name, opts)
+        if rec.write_run_record(opts.output, record):
             written.append(record)
+        rec.compile_runs(opts.output)
         tqdm.write(f"[{i}/{len(todo)}] {spec.label()}: {_summary(record)}")
     bar.close()
     return written
@@ -227,9 +227,8 @@ SESSIONS_FILE = "sessions.jsonl"
 
 def cached_artifacts(cache_dir: Path) -> int:
     """How many stage artifacts and cached teacher logits the cache holds (0: a bench started from scratch)."""
-    return sum(
-        1 for sub in ("stages", "teacher_logits") for p in (cache_dir / sub).glob("*") if not p.name.startswith(".")
-    )
+    return sum(1 for sub in ("stages", "teacher_logits") for p in (cache_dir / sub).glob("*")
+               if not p.name.startswith(".") and p.suffix not in (".claim", ".part"))  # fmt: skip
 
 
 def record_session(opts: BenchOptions, profile: Profile, *, matrix: int, ran: int, wall_s: float,

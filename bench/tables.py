@@ -684,11 +684,11 @@ def check(directory: str | Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tables", description="Tables and plots from DIR/runs*.jsonl.")
     p.add_argument("directory", type=Path, nargs="+",
-                   help="results folder(s), each holding runs.jsonl (or runs-K-of-N.jsonl files)")  # fmt: skip
+                   help="results folder(s), each holding runs.jsonl, runs-K-of-N.jsonl or runs.d/")  # fmt: skip
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if table.md/table.tex differ")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     args = p.parse_args(argv)
-    empty = [d for d in args.directory if not rec.runs_files(d)]
+    empty = [d for d in args.directory if not rec.has_records(d)]
     if empty:
         print(f"no runs*.jsonl in {', '.join(map(str, empty))}", file=sys.stderr)
         return 2
@@ -701,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{directory}: " + ("tables are up to date" if not stale else "tables differ"), file=sys.stderr)
             status = max(status, 1 if stale else 0)
             continue
+        rec.compile_runs(directory)  # runs.jsonl from the per-run files, if the folder has them
         for path in write_all(directory, plots=not args.no_plots):
             print(path)
     return status

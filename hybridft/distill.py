@@ -324,13 +324,22 @@ def cached_teacher_logits(
         **key_data,
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+    from hybridft.claims import claimed
+
     path = Path(cache_dir) / "teacher_logits" / f"{key}.pt"
-    if path.is_file():
-        stored = torch.load(path, weights_only=True)
-        return TeacherLogits(stored["values"], stored["offsets"]), float(stored["time_s"])
-    start = time.perf_counter()
-    logits = compute_teacher_logits(model, features, collator, rows, batch_size=batch_size, progress=progress)
-    elapsed = time.perf_counter() - start
+    with claimed(path, path.is_file) as mine:  # concurrent workers: one computes, the others wait for the file
+        if not mine:
+            stored = torch.load(path, weights_only=True)
+            return TeacherLogits(stored["values"], stored["offsets"]), float(stored["time_s"])
+        start = time.perf_counter()
+        logits = compute_teacher_logits(model, features, collator, rows, batch_size=batch_size, progress=progress)
+        elapsed = time.perf_counter() - start
+        _store_rows(path, key, logits, elapsed)
+    return logits, elapsed
+
+
+def _store_rows(path: Path, key: str, logits: TeacherLogits, elapsed: float) -> None:
+    """Write teacher rows atomically (rank 0 only)."""
     if int(os.environ.get("RANK", "0")) == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"tmp-{key}-", suffix=".part", dir=path.parent)
@@ -341,7 +350,6 @@ def cached_teacher_logits(
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    return logits, elapsed
 
 
 # ---------------------------------------------------------------------------------------------------------------

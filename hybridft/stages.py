@@ -3,7 +3,8 @@
 1. LP teacher θ_pre: the pretrained encoder frozen, the task head trained (linear probing, Kumar et al. 2022).
 2. LP-FT teacher θ_fine: every weight fine-tuned, starting from θ_pre.
 
-A stage's key is the sha256 of its canonical config: model spec, task, seed, training data (subset fingerprint and
+Concurrent workers (a cluster's jobs sharing one cache) do not train a stage twice: the first claims it
+(`hybridft.claims`) and the others wait for its artifact. A stage's key is the sha256 of its canonical config: model spec, task, seed, training data (subset fingerprint and
 preprocessing), batch size, its optimisation settings, and the key of the stage it starts from. Methods that share
 a stage (lp, lp_ft, wise_ft, hybrid, kd_*, hybrid_output at equal settings) and reruns load it instead of training
 it again. Artifacts are written to a temporary folder that is renamed into place when complete, so an interrupted
@@ -129,11 +130,13 @@ def _load(build_fn, path: Path) -> tuple[torch.nn.Module, FitResult]:
 def stored_stage(cache_dir: Path, stage: str, key_data: dict, train_fn, build_fn):
     """Load stage ``stage`` with config ``key_data`` from ``cache_dir/stages`` into ``build_fn()`` (a model of the
     same architecture), or run ``train_fn() -> (model, FitResult)`` and store it. Returns (model, FitResult, key)."""
+    from hybridft.claims import claimed
+
     key = stable_hash({"format": STAGE_FORMAT, **key_data})
     path = Path(cache_dir) / "stages" / f"{stage}-{key}"
-    if (path / "meta.json").is_file():
-        model, result = _load(build_fn, path)
-    else:
+    with claimed(path, (path / "meta.json").is_file) as mine:  # concurrent workers: one trains, the others wait
+        if not mine:
+            return (*_load(build_fn, path), key)
         model, result = train_fn()
         if _rank() == 0:
             _save(model, result, key_data, path)

@@ -125,3 +125,33 @@ def test_concurrent_writers_to_one_file_lose_nothing(tmp_path):
     lines = _lines(path)
     assert len(lines) == 32 and len({r["key"] for r in lines}) == 32
     assert sorted(os.listdir(tmp_path)) == ["runs.jsonl"]  # no lock or temporary file left behind
+
+
+def test_per_run_files_keep_finished_runs_and_replace_failed_ones(tmp_path):
+    failed = make_record("cola", "lora", 0, None, status="failed")
+    assert rec.write_run_record(tmp_path, failed)
+    ok = make_record("cola", "lora", 0, 0.3)
+    assert rec.write_run_record(tmp_path, ok)  # the retry replaces the failed record
+    assert not rec.write_run_record(tmp_path, make_record("cola", "lora", 0, 0.9))  # a finished one stays
+    assert [p.name for p in rec.record_files(tmp_path)] == [f"{ok['key']}.json"]
+    assert rec.load_records(tmp_path) == [json.loads(rec.dumps(ok))]
+    (tmp_path / rec.RECORDS_DIR / ".tmp-partial.json").write_text("{")  # an interrupted write's leftover
+    assert len(rec.load_records(tmp_path)) == 1
+
+
+def test_compile_runs_is_the_sorted_merge_of_every_source(tmp_path):
+    assert rec.compile_runs(tmp_path) is None  # no per-run files: a legacy folder is left as it is
+    legacy = make_record("rte", "plain", 0, 0.6)
+    rec.append_record(tmp_path / "runs.jsonl", legacy)
+    records = [make_record("cola", m, s, 0.5) for m in ("plain", "lora") for s in (0, 1)]
+    for r in reversed(records):
+        rec.write_run_record(tmp_path, r)
+    path = rec.compile_runs(tmp_path)
+    lines = path.read_text().splitlines()
+    keys = [json.loads(line)["key"] for line in lines]
+    assert keys == sorted(r["key"] for r in [legacy, *records])  # the legacy line is kept, every key once
+    first = path.read_bytes()
+    for r in records:  # another order of writing, the same file
+        rec.write_run_record(tmp_path / "again", r)
+    rec.append_record(tmp_path / "again" / "runs.jsonl", legacy)
+    assert rec.compile_runs(tmp_path / "again").read_bytes() == first
