@@ -57,16 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-work", action="store_true", help="keep every run's scratch folder (default: failed only)")
     cluster = p.add_argument_group("cluster", "Run the matrix as SLURM jobs (submitit) or Ray tasks, one job per "
                                    "(model, task, seed) group; see bench/executors.py")  # fmt: skip
+    # The defaults below apply unless the profile's [cluster] table sets the option; a flag given here wins.
     cluster.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
                          help="local: this process (default); slurm: submitit jobs; ray: Ray tasks")  # fmt: skip
-    cluster.add_argument("--max-parallel", type=int, default=2, help="jobs in flight at once (default 2)")
-    cluster.add_argument("--cpus-per-job", type=int, default=2, help="CPUs each job asks for (default 2)")
-    cluster.add_argument("--gpus-per-job", type=int, default=0, help="GPUs each job asks for (default 0)")
-    cluster.add_argument("--timeout-min", type=int, default=240, help="SLURM time limit per job (default 240)")
+    cluster.add_argument("--max-parallel", type=int, help="jobs in flight at once (default 2)")
+    cluster.add_argument("--cpus-per-job", type=int, help="CPUs each job asks for (default 2)")
+    cluster.add_argument("--gpus-per-job", type=int, help="GPUs each job asks for (default 0)")
+    cluster.add_argument("--timeout-min", type=int, help="SLURM time limit per job (default 240)")
     cluster.add_argument("--slurm-partition", help="SLURM partition (default: the cluster's)")
-    cluster.add_argument("--submitit-cluster", choices=("slurm", "local", "debug"), default="slurm",
+    cluster.add_argument("--submitit-cluster", choices=("slurm", "local", "debug"),
                          help="with --executor slurm: submitit's local executor ('local') runs the jobs as "
-                         "processes here, to try a setup without SLURM")  # fmt: skip
+                         "processes here, to try a setup without SLURM (default slurm)")  # fmt: skip
     cluster.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
     p.add_argument("--report-to", choices=("profile", "none", "tensorboard"), default="profile",
                    help="TensorBoard event files under OUTPUT/tensorboard/<run>/ (default: as the profile says; "
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from bench import executors
 
-            executors.run(specs, profile.name, opts, cluster_options(args))
+            executors.run(specs, profile.name, opts, cluster_options(args, profile))
         interrupted = False
     finally:
         ran = len(keys & rec.finished_keys(rec.load_records(output)) - before)
@@ -184,16 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     return strict_status(specs, output) if args.strict else 0
 
 
-def cluster_options(args: argparse.Namespace):
-    """The --executor flags as `bench.executors.ClusterOptions`; exits naming a bad value."""
+def cluster_options(args: argparse.Namespace, profile: prof.Profile):
+    """`bench.executors.ClusterOptions` from the --executor flags over the profile's [cluster] table over the
+    defaults; exits naming a bad value or an unknown [cluster] key."""
+    import dataclasses
+
     from bench.executors import ClusterOptions
 
+    known = {f.name for f in dataclasses.fields(ClusterOptions)} - {"executor", "extra"}
+    settings = {k: v for k, v in profile.cluster.items() if k in known}
+    extra = {k: v for k, v in profile.cluster.items() if k not in known}  # more submitit parameters
+    settings.update({k: getattr(args, k) for k in known if getattr(args, k) is not None})
     try:
-        return ClusterOptions(executor=args.executor, max_parallel=args.max_parallel, cpus_per_job=args.cpus_per_job,
-                              gpus_per_job=args.gpus_per_job, timeout_min=args.timeout_min,
-                              slurm_partition=args.slurm_partition, submitit_cluster=args.submitit_cluster,
-                              ray_address=args.ray_address)  # fmt: skip
-    except ValueError as err:
+        return ClusterOptions(executor=args.executor, extra=extra, **settings)
+    except (TypeError, ValueError) as err:
         sys.exit(str(err))
 
 

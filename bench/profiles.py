@@ -94,6 +94,7 @@ class Profile:
     notes: str = ""
     report_to: tuple[str, ...] = ()  # ("tensorboard",): event files per run under OUTPUT/tensorboard/
     variants: tuple[Variant, ...] = ()  # named method variants usable in `methods` (e.g. hybrid at another α)
+    cluster: Mapping[str, Any] = field(default_factory=dict)  # [cluster]: --executor flag defaults (bench.executors)
 
     def __post_init__(self) -> None:
         for name in ("models", "tasks", "methods", "seeds"):
@@ -154,7 +155,7 @@ def _as_tuple(value: Any, key: str, source: str) -> tuple | None:
 def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>") -> Profile:
     """Build a Profile from a parsed TOML mapping; unknown top-level keys are errors, not silently ignored."""
     known = {"description", "models", "tasks", "methods", "seeds", "run", "override", "offline_tasks",
-             "alpha_sweep", "requires", "notes", "report_to", "variant"}  # fmt: skip
+             "alpha_sweep", "requires", "notes", "report_to", "variant", "cluster"}  # fmt: skip
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{source}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
@@ -188,6 +189,7 @@ def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>")
         notes=data.get("notes", ""),
         report_to=tuple(data.get("report_to", ())),
         variants=tuple(variants),
+        cluster=MappingProxyType(dict(data.get("cluster", {}))),
     )
 
 

@@ -142,3 +142,19 @@ def test_bad_cluster_options_name_the_flag(field, value, message):
 
     with pytest.raises(ValueError, match=message):
         ClusterOptions(**{field: value})
+
+
+def test_cluster_options_come_from_the_flags_over_the_profile_over_the_defaults():
+    from bench import profiles as prof
+
+    paper = prof.load_profile("paper")
+    options = cli.cluster_options(cli.parse_args(["--executor", "slurm", "--max-parallel", "4"]), paper)
+    assert (options.executor, options.max_parallel, options.gpus_per_job, options.timeout_min) == ("slurm", 4, 1, 720)
+    assert options.cpus_per_job == 8 and options.submitit_cluster == "slurm" and options.extra == {}
+    smoke = prof.load_profile("smoke")
+    options = cli.cluster_options(cli.parse_args(["--executor", "ray"]), smoke)
+    assert (options.max_parallel, options.cpus_per_job, options.gpus_per_job) == (2, 2, 0)
+    custom = prof.parse_profile("x", {"models": ["m"], "tasks": ["sst2"], "methods": ["plain"], "seeds": [0],
+                                      "cluster": {"slurm_account": "lab", "max_parallel": 0}})  # fmt: skip
+    with pytest.raises(SystemExit, match="--max-parallel must be an integer >= 1"):
+        cli.cluster_options(cli.parse_args(["--executor", "slurm"]), custom)
