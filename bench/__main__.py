@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--keep-work", action="store_true", help="keep every run's scratch folder (default: failed only)")
     cluster = p.add_argument_group("cluster", "Run the matrix as SLURM jobs (submitit) or Ray tasks, one job per "
-                                   "(model, task, seed) group; see bench/executors.py")  # fmt: skip
+                                   "(model, task, seed) group; see bench/executors.py. A profile's [cluster] table "
+                                   "replaces the defaults below; a flag given here wins over both.")  # fmt: skip
     # The defaults below apply unless the profile's [cluster] table sets the option; a flag given here wins.
     cluster.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
                          help="local: this process (default); slurm: submitit jobs; ray: Ray tasks")  # fmt: skip
