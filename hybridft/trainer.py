@@ -55,7 +55,6 @@ from hybridft.distill import (
     INDEX_COLUMN,
     IndexedCollator,
     TeacherLogits,
-    cached_teacher_logits,
     features_hash,
     loss_for,
     rows_for,
@@ -305,26 +304,12 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
 
     def _teacher_rows(self, pre, fine, features, collator, rows, kind, args, cache, need):
         """Each needed teacher's cached rows on ``features`` (run on the training device, then back on the CPU)."""
-        from hybridft.methods.hybrid import assign_teachers, needed_teachers, teacher_pass_cost
+        from hybridft.methods.hybrid import assign_teachers, needed_teachers, teacher_pass_cost, teacher_passes
 
         needed = needed_teachers(pre, fine, **need)
-        computed, seconds = [], 0.0
-        for teacher in needed:
-            device = next(teacher.parameters()).device
-            teacher.to(args.device)
-            values, elapsed = cached_teacher_logits(
-                teacher,
-                features,
-                rows.collator(collator) if getattr(rows, "extra_columns", ()) else collator,
-                rows,
-                cache_dir=cache,
-                key_data={"kind": kind},
-                batch_size=args.per_device_eval_batch_size,
-                progress=not args.disable_tqdm,
-            )
-            teacher.to(device)
-            computed.append(values)
-            seconds += elapsed
+        computed, seconds = teacher_passes(needed, features, collator, rows, device=args.device, cache_dir=cache,
+                                           key_data={"kind": kind}, batch_size=args.per_device_eval_batch_size,
+                                           progress=not args.disable_tqdm)  # fmt: skip
         if kind == "causal_lm":
             from hybridft.lm_distill import response_fraction, teacher_hidden_cost
 

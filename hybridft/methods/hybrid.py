@@ -160,26 +160,25 @@ def assign_teachers(computed: list, *, need_pre: bool, need_fine: bool):
     return (computed[0] if need_pre else computed[-1]), (computed[-1] if need_fine else computed[0])
 
 
-def cached_teacher_passes(ctx: TrainContext, features, rows, models) -> tuple[list, float]:
-    """Each model's cached rows on ``features`` (`cached_teacher_logits`, run on the compute device, then moved back
-    to the CPU), and the compute time recorded for them."""
+def teacher_passes(models, features, collator, rows, *, device, cache_dir, key_data, batch_size, progress):
+    """Each model's cached rows on ``features`` (`cached_teacher_logits`, run on ``device``, then moved back to the
+    CPU), and the compute time recorded for them. The bench's hybrid methods and `hybridft.HybridTrainer` both run
+    their teachers through this."""
     computed, seconds = [], 0.0
     for model in models:
-        model.to(_compute_device())
-        values, elapsed = cached_teacher_logits(
-            model,
-            features,
-            ctx.collator(),
-            rows,
-            cache_dir=ctx.cache_dir,
-            key_data=ctx.data_key,
-            batch_size=ctx.run.eval_batch_size,
-            progress=ctx.progress,
-        )
+        model.to(device)
+        values, elapsed = cached_teacher_logits(model, features, collator, rows, cache_dir=cache_dir,
+                                                key_data=key_data, batch_size=batch_size, progress=progress)  # fmt: skip
         model.to("cpu")
         computed.append(values)
         seconds += elapsed
     return computed, seconds
+
+
+def cached_teacher_passes(ctx: TrainContext, features, rows, models) -> tuple[list, float]:
+    """`teacher_passes` with a run's collator, cache, batch size and compute device."""
+    return teacher_passes(models, features, ctx.collator(), rows, device=_compute_device(), cache_dir=ctx.cache_dir,
+                          key_data=ctx.data_key, batch_size=ctx.run.eval_batch_size, progress=ctx.progress)  # fmt: skip
 
 
 def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool, need_fine: bool):
