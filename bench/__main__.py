@@ -58,7 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cluster = p.add_argument_group("cluster", "Run the matrix as SLURM jobs (submitit) or Ray tasks, one job per "
                                    "(model, task, seed) group; see bench/executors.py. A profile's [cluster] table "
                                    "replaces the defaults below; a flag given here wins over both.")  # fmt: skip
-    # The defaults below apply unless the profile's [cluster] table sets the option; a flag given here wins.
     cluster.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
                          help="local: this process (default); slurm: submitit jobs; ray: Ray tasks")  # fmt: skip
     cluster.add_argument("--max-parallel", type=int, help="jobs in flight at once (default 2)")

@@ -171,13 +171,11 @@ def run_ray(specs: list[RunSpec], profile: str, opts, cluster: ClusterOptions, l
         ray.init(num_cpus=cluster.cpus_per_job * cluster.max_parallel, num_gpus=cluster.gpus_per_job or None,
                  runtime_env=runtime_env, include_dashboard=False, ignore_reinit_error=True)  # fmt: skip
     task = ray.remote(num_cpus=cluster.cpus_per_job, num_gpus=cluster.gpus_per_job, max_retries=2)(_ray_group)
-
-    def wait_one(pending):
-        return ray.wait(pending, num_returns=1)
-
+    work = groups(specs)
     failures = 0
     try:
-        for ref in _capped(groups(specs), lambda g: task.remote(job, g), wait_one, cluster.max_parallel):
+        for ref in _capped(work, lambda g: task.remote(job, g), lambda p: ray.wait(p, num_returns=1),
+                           cluster.max_parallel):  # fmt: skip
             try:
                 ray.get(ref)
             except Exception as err:  # the group's missing runs rerun next time; the others are recorded
@@ -186,7 +184,7 @@ def run_ray(specs: list[RunSpec], profile: str, opts, cluster: ClusterOptions, l
     finally:
         if not cluster.ray_address:
             ray.shutdown()  # the local cluster this call started
-    log(f"{len(groups(specs)) - failures} of {len(groups(specs))} Ray tasks finished")
+    log(f"{len(work) - failures} of {len(work)} Ray tasks finished")
 
 
 def _ray_group(job: GroupJob, specs: list[RunSpec]) -> list[str]:

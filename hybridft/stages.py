@@ -4,11 +4,12 @@
 2. LP-FT teacher θ_fine: every weight fine-tuned, starting from θ_pre.
 
 Concurrent workers (a cluster's jobs sharing one cache) do not train a stage twice: the first claims it
-(`hybridft.claims`) and the others wait for its artifact. A stage's key is the sha256 of its canonical config: model spec, task, seed, training data (subset fingerprint and
-preprocessing), batch size, its optimisation settings, and the key of the stage it starts from. Methods that share
-a stage (lp, lp_ft, wise_ft, hybrid, kd_*, hybrid_output at equal settings) and reruns load it instead of training
-it again. Artifacts are written to a temporary folder that is renamed into place when complete, so an interrupted
-run never leaves a half-written artifact. Under torchrun every rank trains, and only rank 0 writes.
+(`hybridft.claims`) and the others wait for its artifact. A stage's key is the sha256 of its canonical config: model
+spec, task, seed, training data (subset fingerprint and preprocessing), batch size, its optimisation settings, and
+the key of the stage it starts from. Methods that share a stage (lp, lp_ft, wise_ft, hybrid, kd_*, hybrid_output at
+equal settings) and reruns load it instead of training it again. Artifacts are written to a temporary folder that is
+renamed into place when complete, so an interrupted run never leaves a half-written artifact. Under torchrun every
+rank trains, and only rank 0 writes.
 """
 
 from __future__ import annotations
