@@ -141,11 +141,12 @@ def _distillation_columns(dataset, rows) -> list[str]:
     return [c for c in dict.fromkeys(keep) if c in dataset.column_names]
 
 
-def _token_mask(dataset):
-    """``kd_mask`` from the labels (1 where a label is set) for token features that do not carry one."""
-    if "kd_mask" in dataset.column_names:
+def _token_mask(dataset, rows):
+    """The rows' mask column (``kd_mask``) from the labels (1 where a label is set), for token features without it."""
+    column = rows.mask_column
+    if column in dataset.column_names:
         return dataset
-    return dataset.map(lambda ex: {"kd_mask": [int(y != IGNORE_INDEX) for y in ex["labels"]]}, desc="kd_mask")
+    return dataset.map(lambda ex: {column: [int(y != IGNORE_INDEX) for y in ex["labels"]]}, desc=column)
 
 
 class HybridTrainer(_MeasuredTrainer, Trainer):
@@ -221,7 +222,7 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
         _check_features(train, "train_dataset", kind, labelled=True)
         rows = rows_for(kind)
         if kind == "token":
-            train = _token_mask(train)
+            train = _token_mask(train, rows)
         train = train.select_columns(_distillation_columns(train, rows))
         cache = Path(args.teacher_cache_dir) if args.teacher_cache_dir else default_cache_dir()
         pre, fine = self._teachers(model, fine, args, kind, train, collator, cache)
@@ -260,8 +261,9 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
 
         progress = not args.disable_tqdm
         scratch = Path(args.output_dir) / "teachers"
-        base_key = {"model": weights_hash(model), "features": features_hash(train, (*MODEL_INPUTS, "labels",
-                    "start_positions", "end_positions", "kd_mask")), "kind": kind}  # fmt: skip
+        # ``train`` holds its distillation columns only (`_prepare`): they are what the stages train on
+        base_key = {"model": weights_hash(model), "features": features_hash(train, tuple(train.column_names)),
+                    "kind": kind}  # fmt: skip
 
         def spec(lr, epochs, **extra):
             return TrainSpec(learning_rate=lr, epochs=args.num_train_epochs if epochs is None else epochs,
