@@ -152,12 +152,9 @@ _HYBRID_FIELDS = tuple(
 
 def _hybrid(job: Job) -> Trained:
     """`HybridTrainer` from the pretrained model: it builds both teachers, mixes them and distils into the mix."""
-    from transformers.trainer_callback import PrinterCallback
-
-    from hybridft.batching import feature_lengths
-    from hybridft.compute import pass_parameters
     from hybridft.models import build_model, count_parameters
     from hybridft.trainer import HybridTrainer
+    from hybridft.training import train_measured
 
     config = job.config
     args = _student_arguments(job)
@@ -169,23 +166,7 @@ def _hybrid(job: Job) -> Trained:
         unlabeled_dataset=job.unlabeled,
         processing_class=job.tokenizer,
     )
-    if not config.progress:  # without progress bars the Trainer prints every log dict instead
-        trainer.remove_callback(PrinterCallback)
-    # The length-bucketed batches every suite method trains with, set as `hybridft.training.fit` sets them.
-    trainer._hft_batching, trainer._hft_lengths = "bucketed", feature_lengths(trainer.train_dataset)
-    start = time.perf_counter()
-    output = trainer.train()
-    tokens = trainer.counted_tokens()
-    student = FitResult(
-        train_time_s=time.perf_counter() - start,
-        samples=round(len(trainer.train_dataset) * config.epochs),
-        training_loss=float(output.training_loss),
-        stage="student",
-        tokens=tokens,
-        optimizer_steps=int(trainer.state.global_step),
-        flops=float(tokens * pass_parameters(trainer.model).train_flops_per_token),
-        curve=tuple((e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e),
-    )
+    student = train_measured(trainer, batching="bucketed", progress=config.progress, stage="student")
     trainable, total = count_parameters(trainer.model)
     settings = {
         name: getattr(args, name) for name in (*_HYBRID_FIELDS, "learning_rate", "weight_decay", "warmup_ratio")

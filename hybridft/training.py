@@ -214,9 +214,6 @@ def fit(
     """
     from transformers import Trainer
 
-    from hybridft.batching import feature_lengths
-    from hybridft.compute import pass_parameters
-
     trainer_cls = measured_trainer_class(trainer_cls or Trainer)
     overrides = dict(args_overrides or {})
     if log_dir is not None:
@@ -224,31 +221,42 @@ def fit(
         overrides.setdefault("report_to", ["tensorboard"])
         overrides.setdefault("logging_dir", str(log_dir))
     args = training_arguments(spec, output_dir, progress=progress, **overrides)
-    curve: list[tuple[int, float]] = []
     trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=features,
         data_collator=collator,
-        callbacks=[*callbacks, _loss_curve_callback(curve)],
+        callbacks=list(callbacks),
         **trainer_kwargs,
     )
-    trainer._hft_batching = spec.batching
-    trainer._hft_lengths = feature_lengths(features) if spec.batching == "bucketed" else None
+    return train_measured(trainer, batching=spec.batching, progress=progress, stage=stage)
+
+
+def train_measured(trainer, *, batching: str, progress: bool, stage: str) -> FitResult:
+    """Train a `Trainer` with `_MeasuredTrainer` mixed in on its ``train_dataset``, in ``batching`` order
+    (`hybridft.batching`), and return the stage's cost, loss and loss curve. `fit` and the ``hybridft train``
+    command's hybrid student both train through this."""
+    from hybridft.batching import feature_lengths
+    from hybridft.compute import pass_parameters
+
+    features = trainer.train_dataset
+    curve: list[tuple[int, float]] = []
+    trainer.add_callback(_loss_curve_callback(curve))
+    trainer._hft_batching = batching
+    trainer._hft_lengths = feature_lengths(features) if batching == "bucketed" else None
     _quiet(trainer, progress)
     start = time.perf_counter()
     output = trainer.train()
     elapsed = time.perf_counter() - start
-    samples = round(len(features) * spec.epochs)
     tokens = trainer.counted_tokens()
     return FitResult(
         train_time_s=elapsed,
-        samples=samples,
+        samples=round(len(features) * trainer.args.num_train_epochs),
         training_loss=float(output.training_loss),
         stage=stage,
         tokens=tokens,
         optimizer_steps=int(trainer.state.global_step),
-        flops=float(tokens * pass_parameters(model).train_flops_per_token),
+        flops=float(tokens * pass_parameters(trainer.model).train_flops_per_token),
         curve=tuple(curve),
     )
 
