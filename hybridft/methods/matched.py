@@ -48,15 +48,22 @@ class PlainMatchedConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("lp_epochs", "ft_epochs", "student_epochs"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"PlainMatchedConfig.{name} must be None (the run's epochs) or > 0, got {value}")
-        if not (isinstance(self.teacher_passes, int) and self.teacher_passes >= 0):
-            raise ValueError(f"PlainMatchedConfig.teacher_passes must be an integer >= 0, got {self.teacher_passes!r}")
-        if self.unlabeled_size is not None and (not isinstance(self.unlabeled_size, int) or self.unlabeled_size < 1):
-            raise ValueError(f"PlainMatchedConfig.unlabeled_size must be None or an integer >= 1, got "
-                             f"{self.unlabeled_size!r}")  # fmt: skip
+        check_matched_fields(self)
+
+
+def check_matched_fields(settings) -> None:
+    """ValueError naming the stage field of a compute-matched config (`PlainMatchedConfig`, `LoraMatchedConfig`)
+    that is out of range."""
+    owner = type(settings).__name__
+    for name in ("lp_epochs", "ft_epochs", "student_epochs"):
+        value = getattr(settings, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{owner}.{name} must be None (the run's epochs) or > 0, got {value}")
+    if not (isinstance(settings.teacher_passes, int) and settings.teacher_passes >= 0):
+        raise ValueError(f"{owner}.teacher_passes must be an integer >= 0, got {settings.teacher_passes!r}")
+    if settings.unlabeled_size is not None and (not isinstance(settings.unlabeled_size, int)
+                                                or settings.unlabeled_size < 1):  # fmt: skip
+        raise ValueError(f"{owner}.unlabeled_size must be None or an integer >= 1, got {settings.unlabeled_size!r}")
 
 
 def matched_epochs(model, config: PlainMatchedConfig, run_epochs: float, ratio: float = 1.0) -> float:

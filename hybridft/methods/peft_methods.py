@@ -83,15 +83,11 @@ CAUSAL_LM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 
 
 @dataclass(frozen=True)
-class LoraMethodConfig(MethodConfig):
-    """LoRA (Hu et al. 2022) on the attention query and value projections with rank 8; lr 5e-4 (10x+ full FT's)
-    and 6% linear warmup as in the paper's RoBERTa-base GLUE runs (Table 9). lora_alpha 16 (scale α/r = 2) as in
-    PEFT's sequence-classification examples (the paper's RoBERTa runs use α = r = 8); dropout 0.1; weight decay 0.01
-    as for full fine-tuning."""
+class LoraFields:
+    """The LoRA adapter's own settings (Hu et al. 2022): rank 8 on the attention query and value projections;
+    lora_alpha 16 (scale α/r = 2) as in PEFT's sequence-classification examples (the paper's RoBERTa runs use
+    α = r = 8); dropout 0.1. Shared by `lora` and the LoRA-delta hybrid (`hybridft.methods.peft_hybrid`)."""
 
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
     r: int = 8
     lora_alpha: float = 16
     lora_dropout: float = 0.1
@@ -102,8 +98,7 @@ class LoraMethodConfig(MethodConfig):
             return self.target_modules
         return CAUSAL_LM_LORA_MODULES if kind == "causal_lm" else ENCODER_LORA_MODULES
 
-    def validate(self) -> None:
-        super().validate()
+    def validate_lora(self) -> None:
         if isinstance(self.target_modules, list):  # from a TOML/JSON override
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
         if not (isinstance(self.r, int) and self.r >= 1):
@@ -117,6 +112,41 @@ class LoraMethodConfig(MethodConfig):
         ):
             raise ValueError(f"target_modules must be a non-empty tuple of module names, got {self.target_modules!r}")
 
+    def peft_config(self, model, kind: str):
+        """PEFT's `LoraConfig` for ``model`` on a task of ``kind``: the task head (new for the task) is trained in
+        full through ``modules_to_save``; a causal LM's head is pretrained (and tied), so it is not."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            task_type=PEFT_TASK_TYPES[kind],
+            r=self.r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.modules_for(kind)),
+            modules_to_save=None if kind == "causal_lm" else head_module_names(model),
+        )
+
+    def wrap(self, model, kind: str, seed: int):
+        """``model`` with a fresh LoRA adapter (its A matrices drawn from ``seed``), trainable: LoRA and the head."""
+        from peft import get_peft_model
+
+        with seeded(seed):  # LoRA's A matrices are drawn at wrapping time
+            return get_peft_model(model, self.peft_config(model, kind))
+
+
+@dataclass(frozen=True)
+class LoraMethodConfig(LoraFields, MethodConfig):
+    """LoRA (`LoraFields`); lr 5e-4 (10x+ full FT's) and 6% linear warmup as in the paper's RoBERTa-base GLUE runs
+    (Table 9); weight decay 0.01 as for full fine-tuning."""
+
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+
+    def validate(self) -> None:
+        super().validate()
+        self.validate_lora()
+
 
 @register
 class Lora(Method):
@@ -124,20 +154,7 @@ class Lora(Method):
     config_class = LoraMethodConfig
 
     def train(self, ctx: TrainContext, config: LoraMethodConfig) -> Trained:
-        from peft import LoraConfig, get_peft_model
-
-        model = ctx.build_model()
-        lm = ctx.task.kind == "causal_lm"  # the LM head is pretrained (and tied): not a module to save
-        peft_config = LoraConfig(
-            task_type=PEFT_TASK_TYPES[ctx.task.kind],
-            r=config.r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.modules_for(ctx.task.kind)),
-            modules_to_save=None if lm else head_module_names(model),
-        )
-        with seeded(ctx.run.seed):  # LoRA's A matrices are drawn at wrapping time
-            model = get_peft_model(model, peft_config)
+        model = config.wrap(ctx.build_model(), ctx.task.kind, ctx.run.seed)
         return train_whole_model(ctx, model, config, self.name)
 
 
