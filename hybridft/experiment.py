@@ -230,6 +230,29 @@ def training_rest(cfg: RunConfig, task):
     return pool.select(rest)
 
 
+def training_features(cfg: RunConfig, task, tokenizer, pool=None):
+    """(features, SubsetInfo, data_key) of the run's training subset of ``task``: ``cfg.train_size`` rows drawn with
+    ``cfg.seed`` from ``pool`` (the train split less the dev split, `split_dev`; loaded when None), preprocessed
+    for training. ``data_key`` identifies them in stage and teacher-logit cache keys."""
+    from hybridft.data import subset
+
+    if pool is None:
+        pool, _, _ = split_dev(
+            task.load(task.train_split, cfg.data_dir), cfg.dev_size, cfg.seed, task=task.name, split=task.train_split
+        )
+    train, train_info = subset(pool, cfg.train_size, cfg.seed, task=task.name, split=task.train_split)
+    stride = qa_stride(cfg.max_length)
+    features = task.preprocess(train, tokenizer, max_length=cfg.max_length, train=True, stride=stride)
+    data_key = {
+        "task": task.name,
+        "subset": train_info.to_dict(),
+        "max_length": cfg.max_length,
+        "stride": stride,
+        "tokenizer": cfg.model if cfg.model in PACKAGED_SPECS else tokenizer.name_or_path,
+    }
+    return features, train_info, data_key
+
+
 def prepare_data(cfg: RunConfig) -> PreparedData:
     """Load, subset and preprocess the train and evaluation splits of ``cfg.task`` for ``cfg.model``'s tokenizer.
 
@@ -245,7 +268,7 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
     pool, dev, dev_info = split_dev(
         task.load(task.train_split, cfg.data_dir), cfg.dev_size, cfg.seed, task=task.name, split=task.train_split
     )
-    train, train_info = subset(pool, cfg.train_size, cfg.seed, task=task.name, split=task.train_split)
+    train_features, train_info, data_key = training_features(cfg, task, tokenizer, pool)
     stride = qa_stride(cfg.max_length)
 
     def features(examples):
@@ -259,14 +282,6 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
     for split, raw in eval_splits:
         examples, info = subset(raw, cfg.eval_size, EVAL_SUBSET_SEED, task=task.name, split=split)
         scored.append((split, features(examples), examples, info))
-    train_features = task.preprocess(train, tokenizer, max_length=cfg.max_length, train=True, stride=stride)
-    data_key = {
-        "task": task.name,
-        "subset": train_info.to_dict(),
-        "max_length": cfg.max_length,
-        "stride": stride,
-        "tokenizer": cfg.model if cfg.model in PACKAGED_SPECS else tokenizer.name_or_path,
-    }
     subsets = {"train": train_info.to_dict(), "eval": scored[0][3].to_dict()}
     if dev_info is not None:
         subsets["dev"] = dev_info.to_dict()

@@ -38,6 +38,6 @@ def method_names() -> list[str]:
 
 
 # Registration happens on import; the order here is the order of method_names().
-from hybridft.methods import plain, matched, peft_methods, staged, hybrid, zero_shot  # noqa: E402, F401, I001
+from hybridft.methods import plain, matched, peft_methods, staged, hybrid, zero_shot, peft_hybrid, multitask  # noqa: E402, F401, I001
 
 __all__ = ["Method", "MethodConfig", "TrainContext", "Trained", "get_method", "method_names", "register"]

@@ -9,7 +9,7 @@ import pytest
 from hybridft.methods import get_method, method_names
 
 ALL = ["plain", "plain_matched", "adapter", "lora", "lora_paper", "lp", "lp_ft", "wise_ft", "hybrid", "kd_pre",
-       "kd_fine", "hybrid_output", "zero_shot"]  # fmt: skip
+       "kd_fine", "hybrid_output", "zero_shot", "hybrid_lora", "lora_matched", "plain_multitask", "hybrid_multitask"]  # fmt: skip
 
 
 def test_every_method_is_registered_once():

@@ -46,9 +46,11 @@ RESULT_KEYS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_every_method_trains_and_evaluates(task, data_dir, stage_cache, tmp_path):
+    from hybridft.tasks import get_task
+
     for method in method_names():
-        if not get_method(method).supports("classification"):
-            continue  # causal-LM only (zero_shot): tests/methods/test_lm_runs.py
+        if not get_method(method).supports(get_task(task).kind):
+            continue  # causal-LM only (zero_shot): tests/methods/test_lm_runs.py; classification only (multi-task)
         cfg = tiny_run(task, method, data_dir, learning_rate=None)
         result = run_experiment(cfg, work_dir=tmp_path / method, cache_dir=stage_cache, progress=False)
         assert set(result) == RESULT_KEYS, method
