@@ -240,7 +240,10 @@ def _alpha_curves(runs, sweeps, model: str, task: str, names: list[str]) -> dict
     for r in runs:
         config = r.get("config") or {}
         if r["status"] == "ok" and (r["model"], r["task"], config.get("method")) == (model, task, "hybrid"):
-            alpha = float(dict(map(tuple, config.get("method_args") or [])).get("alpha", HybridConfig.alpha))
+            alpha = dict(map(tuple, config.get("method_args") or [])).get("alpha", HybridConfig.alpha)
+            if not isinstance(alpha, (int, float)):
+                continue  # "auto", "adamerging" or a per-layer list: not a point on the α axis
+            alpha = float(alpha)
             x, y = score(r), _ood_mean(r, names)
             if x is not None and y is not None:
                 by_alpha["hybrid α grid"].setdefault(alpha, []).append((x, y))

@@ -308,6 +308,8 @@ def build_matrix(
                 for method in method_list:
                     row = profile.sweep_method if method == ALPHA_SWEEP else method
                     run_fields, method_args = profile.settings(model, task, row)
+                    if not applies(profile.base_method(row), task, method_args, run_fields.get("learning_rate")):
+                        continue  # a cell the method cannot fill (e.g. a multi-task method outside its tasks)
                     added = tuple((extra_shifts or {}).get(task, ()))
                     if added and run_fields.get("eval_on", "eval") == "eval":
                         from hybridft.shift import default_specs
@@ -322,6 +324,21 @@ def build_matrix(
                     else:
                         specs.append(RunSpec(cfg, variant=row if profile.variant(row) else None))
     return specs
+
+
+def applies(method: str, task: str, method_args, learning_rate) -> bool:
+    """Whether registered ``method`` with these arguments applies to registered ``task``
+    (`hybridft.methods.Method.applies_to`); True when either name is unknown or the arguments are bad, so the run
+    fails with its own error instead of vanishing from the matrix."""
+    from hybridft.methods import get_method
+    from hybridft.tasks import get_task
+
+    try:
+        found, kind = get_method(method), get_task(task)
+        config = found.make_config(method_args, learning_rate)
+    except (ValueError, TypeError):
+        return True
+    return found.applies_to(kind, config)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -50,9 +50,12 @@ TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B",
                "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD", "squad_v2": "SQuAD v2",
                "squad_devsplit": "SQuAD-devsplit", "conll2003": "CoNLL-2003", "sst2_lm": "SST-2 (LM)",
                "squad_lm": "SQuAD-devsplit (LM)", "gsm8k_lm": "GSM8K (LM)"}  # fmt: skip
-METHOD_ORDER = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft",
-                "kd_pre", "kd_fine", "zero_shot")  # fmt: skip
-BASELINES = ("plain", "plain_matched")  # the methods the difference table compares against
+METHOD_ORDER = ("plain", "plain_matched", "adapter", "lora", "lora_matched", "hybrid", "hybrid_lora", "hybrid_output",
+                "lp", "lp_ft", "wise_ft", "kd_pre", "kd_fine", "plain_multitask", "hybrid_multitask",
+                "zero_shot")  # fmt: skip
+BASELINES = ("plain", "plain_matched", "lora_matched")  # the methods the difference table compares against
+# Compute-matched baseline → the pipeline it is sized after, and what it trains (the compute-match tables).
+MATCHED_PAIRS = {"plain_matched": ("hybrid", "plain fine-tuning"), "lora_matched": ("hybrid_lora", "LoRA")}
 METRIC_LABELS = {"matthews_correlation": "Mcc", "accuracy": "Acc", "pearson": "Pearson", "spearmanr": "Spearman",
                  "spearman": "Spearman", "f1": "F1", "exact_match": "EM", "overall_f1": "F1", "exact": "EM"}  # fmt: skip
 SPLIT_LABELS = {"validation_mismatched": "mm", "validation_matched": "m"}  # extra evaluation splits, short
@@ -512,7 +515,8 @@ def compute_match_table(
                    overall])  # fmt: skip
     table.notes.append(
         f"1.00 = equal estimated training FLOPs at the same model, task and seed. All tasks: median (min–max) over "
-        f"every (task, seed) pair. {method} trains plain fine-tuning for as many epochs as match {target}'s pipeline."
+        f"every (task, seed) pair. {method} trains {MATCHED_PAIRS.get(method, (target, 'its recipe'))[1]} for as many "
+        f"epochs as match {target}'s pipeline."
     )
     return table
 
@@ -643,7 +647,8 @@ def build_tables(records: list[dict[str, Any]], references: list[dict[str, Any]]
     from bench.shift_tables import shift_tables
 
     tables = [main_table(runs, refs), difference_table(runs), *shift_tables(runs), per_seed_table(runs),
-              cost_table(runs), compute_table(runs), compute_match_table(runs)]  # fmt: skip
+              cost_table(runs), compute_table(runs),
+              *(compute_match_table(runs, method, target) for method, (target, _) in MATCHED_PAIRS.items())]  # fmt: skip
     if refs:
         tables.append(reference_table(refs, tasks))
     if sweeps:

@@ -414,7 +414,7 @@ def run_experiment(
 
     method = get_method(cfg.method)
     config = method.make_config(cfg.method_args, cfg.learning_rate)  # fail on bad arguments before loading data
-    method.check_task(get_task(cfg.task))
+    method.check_run(get_task(cfg.task), config)
     work_dir, cache_dir = Path(work_dir), Path(cache_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """WiSE-FT weight interpolation (Wortsman et al. 2022): θ_mix = α·θ_pre + (1−α)·θ_fine over every parameter.
 
-The formula is evaluated as written, so the endpoints are exact for finite weights: at α = 0 every entry is
+α is one number for every tensor, or a mapping from each state-dict name to its own number (per-layer α,
+`hybridft.layer_alpha.layer_alphas`); the mapping must name every key of the state dicts and no other. The formula is evaluated as written, so the endpoints are exact for finite weights: at α = 0 every entry is
 0·pre + 1·fine = fine, at α = 1 it is 1·pre + 0·fine = pre (no lerp rounding). Non-floating tensors (integer
 buffers such as BERT's ``position_ids``) cannot be interpolated and must be equal in both endpoints.
 """
@@ -21,6 +22,30 @@ def check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
+def check_alpha_map(alpha: Mapping[str, float], keys) -> dict[str, float]:
+    """A per-key α as a dict of floats, or ValueError/TypeError naming the first key without a value, the first
+    value for a key the state dicts do not have, or the first value outside [0, 1]."""
+    keys = list(keys)
+    missing = [k for k in keys if k not in alpha]
+    if missing:
+        raise ValueError(
+            f"per-key alpha has no value for key {missing[0]!r} ({len(missing)} such): it must give every key its α"
+        )
+    known = set(keys)
+    unknown = [k for k in alpha if k not in known]
+    if unknown:
+        raise ValueError(
+            f"per-key alpha names key {unknown[0]!r}, which is not in the state dicts ({len(unknown)} such)"
+        )
+    out = {}
+    for key in keys:
+        try:
+            out[key] = check_alpha(alpha[key])
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"per-key alpha at {key!r}: {err}") from None
+    return out
+
+
 def check_compatible(pre: Mapping[str, torch.Tensor], fine: Mapping[str, torch.Tensor]) -> None:
     """Raise ValueError naming the first key or shape that differs between two state dicts."""
     missing = [k for k in pre if k not in fine]
@@ -38,17 +63,24 @@ def check_compatible(pre: Mapping[str, torch.Tensor], fine: Mapping[str, torch.T
 
 
 def interpolate_state_dicts(
-    pre: Mapping[str, torch.Tensor], fine: Mapping[str, torch.Tensor], alpha: float
+    pre: Mapping[str, torch.Tensor], fine: Mapping[str, torch.Tensor], alpha: float | Mapping[str, float]
 ) -> dict[str, torch.Tensor]:
-    """α·pre + (1−α)·fine for every floating tensor; other tensors must match exactly and are copied."""
-    alpha = check_alpha(alpha)
-    check_compatible(pre, fine)
+    """α·pre + (1−α)·fine for every floating tensor; other tensors must match exactly and are copied. ``alpha``: a
+    number, or a mapping from every key to its own number (`check_alpha_map`)."""
+    per_key = isinstance(alpha, Mapping)
+    if per_key:
+        check_compatible(pre, fine)
+        alphas = check_alpha_map(alpha, pre.keys())
+    else:
+        alpha = check_alpha(alpha)
+        check_compatible(pre, fine)
     mixed: dict[str, torch.Tensor] = {}
     for key, p in pre.items():
         f = fine[key].to(p.device)
         if p.is_floating_point():
+            a = alphas[key] if per_key else alpha
             # float32 arithmetic for low-precision weights, then back to the stored dtype.
-            value = alpha * p.float() + (1.0 - alpha) * f.float()
+            value = a * p.float() + (1.0 - a) * f.float()
             mixed[key] = value.to(p.dtype)
         else:
             if not torch.equal(p, f):
@@ -57,8 +89,11 @@ def interpolate_state_dicts(
     return mixed
 
 
-def interpolate_models(pre: torch.nn.Module, fine: torch.nn.Module, alpha: float) -> torch.nn.Module:
-    """A new model (a copy of ``fine``'s module) holding α·θ_pre + (1−α)·θ_fine; the inputs are left untouched."""
+def interpolate_models(
+    pre: torch.nn.Module, fine: torch.nn.Module, alpha: float | Mapping[str, float]
+) -> torch.nn.Module:
+    """A new model (a copy of ``fine``'s module) holding α·θ_pre + (1−α)·θ_fine; the inputs are left untouched.
+    ``alpha``: a number, or state-dict name → number (`hybridft.layer_alpha.layer_alphas`)."""
     mixed_state = interpolate_state_dicts(pre.state_dict(), fine.state_dict(), alpha)
     mixed = copy.deepcopy(fine)
     mixed.load_state_dict(mixed_state, strict=True)

@@ -110,3 +110,53 @@ def test_models_reproduce_each_endpoints_outputs_exactly(seed):
     assert torch.equal(at_one, out_pre)
     assert torch.equal(at_zero, out_fine)
     assert not torch.allclose(halfway, out_pre) and not torch.allclose(halfway, out_fine)
+
+
+# Per-key α (per-layer mixes, `hybridft.layer_alpha`)
+
+
+def _per_key(pre, generator) -> dict[str, float]:
+    return {key: float(torch.rand((), generator=generator)) for key in pre}
+
+
+def test_per_key_alpha_matches_float64_reference(pair, seed):
+    pre, fine = pair
+    alphas = _per_key(pre, torch.Generator().manual_seed(seed + 1))
+    mixed = interpolate_state_dicts(pre, fine, alphas)
+    for key in ("encoder.weight", "encoder.bias"):
+        a = alphas[key]
+        expected = a * pre[key].double() + (1 - a) * fine[key].double()
+        torch.testing.assert_close(mixed[key].double(), expected, atol=1e-6, rtol=1e-6)
+    a = alphas["head.weight"]
+    expected = (a * pre["head.weight"].double() + (1 - a) * fine["head.weight"].double()).to(torch.bfloat16)
+    torch.testing.assert_close(mixed["head.weight"], expected, atol=0, rtol=0)
+    assert torch.equal(mixed["position_ids"], pre["position_ids"])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_constant_per_key_alpha_is_the_float_mix_bit_for_bit(pair, alpha):
+    pre, fine = pair
+    by_key = interpolate_state_dicts(pre, fine, dict.fromkeys(pre, alpha))
+    by_float = interpolate_state_dicts(pre, fine, alpha)
+    assert all(torch.equal(by_key[k], by_float[k]) for k in pre)
+
+
+def test_per_key_alpha_names_missing_unknown_and_bad_keys(pair):
+    pre, fine = pair
+    alphas = dict.fromkeys(pre, 0.5)
+    with pytest.raises(ValueError, match=r"no value for key 'encoder\.bias'"):
+        interpolate_state_dicts(pre, fine, {k: v for k, v in alphas.items() if k != "encoder.bias"})
+    with pytest.raises(ValueError, match=r"names key 'decoder\.weight', which is not in the state dicts"):
+        interpolate_state_dicts(pre, fine, {**alphas, "decoder.weight": 0.5})
+    with pytest.raises(ValueError, match=r"at 'head\.weight': alpha must be in \[0, 1\]"):
+        interpolate_state_dicts(pre, fine, {**alphas, "head.weight": 1.5})
+    with pytest.raises(TypeError, match=r"at 'encoder\.weight': alpha must be a number"):
+        interpolate_state_dicts(pre, fine, {**alphas, "encoder.weight": "0.5"})
+
+
+def test_models_take_a_per_key_alpha(seed):
+    pre, fine = _tiny_bert(seed), _tiny_bert(seed + 1)
+    alphas = {k: (1.0 if k.startswith("bert.embeddings.") else 0.0) for k in pre.state_dict()}
+    mixed = interpolate_models(pre, fine, alphas).state_dict()
+    for key, value in mixed.items():
+        assert torch.equal(value, (pre if alphas[key] == 1.0 else fine).state_dict()[key]), key

@@ -155,6 +155,15 @@ class Method:
                 f"it applies to: {', '.join(self.task_kinds)}"
             )
 
+    def applies_to(self, task, config: MethodConfig) -> bool:
+        """Whether the method, so configured, can run on ``task`` (its kind; a multi-task method: its task list).
+        A benchmark matrix leaves out the cells where it cannot, and shows them as not applicable."""
+        return self.supports(task.kind)
+
+    def check_run(self, task, config: MethodConfig) -> None:
+        """ValueError naming the method, the task and why, unless `applies_to`."""
+        self.check_task(task)
+
     def make_config(self, method_args: Mapping[str, Any] = (), learning_rate: float | None = None) -> MethodConfig:
         overrides = dict(method_args)
         if learning_rate is not None:

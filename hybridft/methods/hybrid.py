@@ -8,11 +8,28 @@
      ``alpha``, and at inference through both models.
 
 Ablations: `kd_pre` (γ = 0, only the pretrained teacher) and `kd_fine` (β = 0, only the fine-tuned one).
+
+Choosing α (``HybridConfig.alpha``):
+
+- a number in [0, 1]: the mix as written;
+- ``"auto"``: the grid 0, 0.1, …, 1 scored on the run's dev split by the task's headline (`hybridft.alpha_search`;
+  needs ``RunConfig.dev_size``), before distillation; its forward passes are the stage "alpha_search";
+- a list [a_0, …, a_K] (K ≥ 1): one α per depth group, spread over the layers as mergekit's gradient parameters
+  (`hybridft.layer_alpha`); mixing costs nothing, so no stage is added;
+- ``"adamerging"``: one α per depth group learned by minimising the prediction entropy on the unlabelled training
+  inputs (`hybridft.adamerging`, ``adamerging_steps`` / ``adamerging_lr``), the stage "adamerging";
+  classification and token tasks only.
+
+``Trained.extra["alpha"]`` records the choice for the last three. kd_pre and kd_fine take every form (they start
+from the same weight mix). hybrid_output mixes outputs, m = α·z_pre + (1−α)·z_student, so a per-layer α means
+nothing there: it takes a number or ``"auto"``, which scores the output mix of the two teachers, α·z_pre +
+(1−α)·z_fine (its student starts at θ_fine), at each α. The causal-LM path (`hybridft.lm_distill`) takes a number only.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,13 +49,27 @@ from hybridft.stages import StageFields, teachers
 from hybridft.training import FitResult
 
 LOSS_BACKENDS = ("auto", "triton", "torch", "reference")
+ALPHA_MODES = ("auto", "adamerging")
+ALPHA_EXPECTED = "a number in [0, 1], 'auto', 'adamerging' or a list of >= 2 numbers in [0, 1] (per-layer α)"
 
 
 def check_loss_fields(settings) -> None:
     """ValueError naming the field of ``settings`` (a `HybridConfig` or `HybridTrainingArguments`) that is out of
-    range: α ∉ [0, 1], β, γ or ce_weight < 0, T ≤ 0, an unknown loss back end."""
+    range: α ∉ [0, 1], β, γ or ce_weight < 0, T ≤ 0, an unknown loss back end. α must be a number here: the choices
+    of `check_alpha_choice` are the bench method's (`HybridConfig` checks them itself)."""
     owner = type(settings).__name__
+    if isinstance(settings.alpha, (str, list, tuple)):
+        raise TypeError(
+            f"{owner}.alpha must be a number in [0, 1], got {settings.alpha!r} ('auto', 'adamerging' and per-layer "
+            "lists are options of the bench's hybrid methods, HybridConfig)"
+        )
     check_alpha(settings.alpha)
+    check_distill_fields(settings)
+
+
+def check_distill_fields(settings) -> None:
+    """`check_loss_fields` less α: β, γ, ce_weight, T and the loss back end."""
+    owner = type(settings).__name__
     for name in ("beta", "gamma", "ce_weight"):
         if not getattr(settings, name) >= 0:
             raise ValueError(f"{owner}.{name} must be >= 0, got {getattr(settings, name)}")
@@ -46,6 +77,24 @@ def check_loss_fields(settings) -> None:
         raise ValueError(f"{owner}.temperature must be > 0, got {settings.temperature}")
     if settings.loss_backend not in LOSS_BACKENDS:
         raise ValueError(f"{owner}.loss_backend must be one of {LOSS_BACKENDS}, got {settings.loss_backend!r}")
+
+
+def check_alpha_choice(config) -> None:
+    """TypeError/ValueError naming ``config``'s alpha field and what it may be (`ALPHA_EXPECTED`); a list becomes a
+    tuple of floats (a TOML/JSON override), so the config stays hashable."""
+    from hybridft.layer_alpha import check_layer_values
+
+    owner, alpha = type(config).__name__, config.alpha
+    if isinstance(alpha, str):
+        if alpha not in ALPHA_MODES:
+            raise ValueError(f"{owner}.alpha must be {ALPHA_EXPECTED}, got {alpha!r}")
+    elif isinstance(alpha, (list, tuple)):
+        object.__setattr__(config, "alpha", check_layer_values(alpha, f"{owner}.alpha"))
+    elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"{owner}.alpha must be {ALPHA_EXPECTED}, got {alpha!r}")
+    elif not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{owner}.alpha must be in [0, 1] (1 = the pretrained teacher, 0 = the fine-tuned one) or "
+                         f"one of {ALPHA_MODES} or a per-layer list, got {alpha!r}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,9 +105,13 @@ class HybridConfig(StageFields, MethodConfig):
     ``unlabeled_split``: a split of the task whose inputs join the KD data without labels (None: only the training
     inputs; the train split: its rows outside the training subset and the dev split); ``unlabeled_size``: a seeded
     subset of it. ``loss_backend`` goes to `hybrid_kd_loss`.
+
+    ``alpha``: a number, "auto", a per-layer list or "adamerging" (module docstring). ``adamerging_steps`` and
+    ``adamerging_lr`` (used with "adamerging" only): Adam steps over the α's and their learning rate, 500 and 1e-3
+    as in AdaMerging's code (Yang et al., ICLR 2024).
     """
 
-    alpha: float = 0.5
+    alpha: float | str | tuple[float, ...] = 0.5
     beta: float = 1.0
     gamma: float = 1.0
     temperature: float = 2.0
@@ -66,11 +119,21 @@ class HybridConfig(StageFields, MethodConfig):
     unlabeled_split: str | None = None
     unlabeled_size: int | None = None
     loss_backend: str = "auto"
+    adamerging_steps: int = 500
+    adamerging_lr: float = 1e-3
 
     def validate(self) -> None:
         super().validate()
         self.validate_stages()
-        check_loss_fields(self)
+        check_alpha_choice(self)
+        check_distill_fields(self)
+        owner = type(self).__name__
+        steps = self.adamerging_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"{owner}.adamerging_steps must be an integer >= 1, got {steps!r}")
+        lr = self.adamerging_lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"{owner}.adamerging_lr must be a positive finite number, got {lr!r}")
         if self.unlabeled_size is not None and (not isinstance(self.unlabeled_size, int) or self.unlabeled_size < 1):
             raise ValueError(f"unlabeled_size must be None or an integer >= 1, got {self.unlabeled_size!r}")
 
@@ -82,6 +145,19 @@ class HybridConfig(StageFields, MethodConfig):
             "ce_weight": self.ce_weight,
             "backend": self.loss_backend,
         }
+
+
+@dataclass(frozen=True)
+class HybridOutputConfig(HybridConfig):
+    """`HybridConfig` for hybrid_output: α weighs outputs, so it is a number or "auto" (module docstring)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not (isinstance(self.alpha, (int, float)) or self.alpha == "auto"):
+            raise ValueError(
+                f"hybrid_output mixes outputs, not weights: HybridOutputConfig.alpha must be a number in [0, 1] or "
+                f"'auto', got {self.alpha!r} (per-layer lists and 'adamerging' apply to hybrid, kd_pre and kd_fine)"
+            )
 
 
 @dataclass(frozen=True)
@@ -213,7 +289,19 @@ class Hybrid(Method):
     config_class: ClassVar[type[MethodConfig]] = HybridConfig
     output_mix: ClassVar[bool] = False  # True: mix outputs with the frozen θ_pre instead of weights
 
+    def applies_to(self, task, config) -> bool:
+        """Any kind with a number for α; "auto" and a per-layer list not on a causal LM; AdaMerging only where
+        predictions are distributions (`hybridft.adamerging.SUPPORTED_KINDS`)."""
+        from hybridft.adamerging import SUPPORTED_KINDS
+
+        if not super().applies_to(task, config):
+            return False
+        if config.alpha == "adamerging":
+            return task.kind in SUPPORTED_KINDS
+        return isinstance(config.alpha, (int, float)) or task.kind != "causal_lm"
+
     def train(self, ctx: TrainContext, config: HybridConfig) -> Trained:
+        self.check_alpha_for(ctx, config)
         if ctx.task.kind == "causal_lm":  # distils through the LM heads from cached hidden states
             from hybridft.lm_distill import train_lm_hybrid
 
@@ -230,11 +318,12 @@ class Hybrid(Method):
             need_pre=config.beta > 0 or self.output_mix,
             need_fine=config.gamma > 0,
         )
-        student = self.initial_student(pair, config)
+        alpha, alpha_fits, alpha_record = self.choose_alpha(ctx, pair, config)
+        student = self.initial_student(pair, config, alpha)
         for param in student.parameters():
             param.requires_grad_(True)
         spec = ctx.spec(config.learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio)
-        loss_kwargs = {"alpha": config.alpha if self.output_mix else 0.0, **config.loss_kwargs()}
+        loss_kwargs = {"alpha": alpha if self.output_mix else 0.0, **config.loss_kwargs()}
         result = fit_distillation(
             student,
             features,
@@ -246,17 +335,71 @@ class Hybrid(Method):
             loss_kwargs=loss_kwargs,
             **ctx.fit_kwargs(self.name),
         )
-        model = self.inference_model(student, pair, config)
+        model = self.inference_model(student, pair, config, alpha)
         trainable, total = count_parameters(model)  # a frozen teacher used at inference counts in total only
-        fits = [*pair.fits, teacher_cost, result]
+        fits = [*pair.fits, teacher_cost, *alpha_fits, result]
         extra = {} if unlabelled is None else {"unlabeled": unlabelled.to_dict()}
+        if alpha_record is not None:
+            extra["alpha"] = alpha_record
         return Trained(model=model, fits=fits, trainable_params=trainable, total_params=total, extra=extra)
 
-    def initial_student(self, pair, config: HybridConfig):
-        """Stage 3: the student starts at θ_mix = α·θ_pre + (1−α)·θ_fine."""
-        return interpolate_models(pair.pre, pair.fine, config.alpha)
+    def check_alpha_for(self, ctx: TrainContext, config: HybridConfig) -> None:
+        """ValueError, before any stage trains, when ``config.alpha`` cannot apply to this run: anything but a
+        number on a causal LM, "auto" without a dev split, "adamerging" on a kind without class predictions."""
+        alpha, task = config.alpha, ctx.task
+        if isinstance(alpha, (str, tuple)) and task.kind == "causal_lm":
+            raise ValueError(
+                f"{self.name} on task {task.name!r} (a causal LM) takes alpha as a number in [0, 1], got "
+                f"{alpha!r}: 'auto', 'adamerging' and per-layer lists are built for encoder tasks"
+            )
+        if alpha == "auto":
+            from hybridft.alpha_search import check_dev_split
 
-    def inference_model(self, student, pair, config: HybridConfig):
+            check_dev_split(ctx.run)
+        if alpha == "adamerging":
+            from hybridft.adamerging import check_kind
+
+            check_kind(task.kind, task.name)
+
+    def choose_alpha(self, ctx: TrainContext, pair, config: HybridConfig):
+        """(α: a number, or state-dict name → number; the FitResults of choosing it; the record for
+        ``Trained.extra["alpha"]``, None for a number as given)."""
+        alpha = config.alpha
+        if isinstance(alpha, (int, float)):
+            return alpha, [], None
+        if alpha == "auto":
+            from hybridft.alpha_search import search_alpha
+
+            search = search_alpha(ctx, lambda a: self.candidate(pair, a))
+            for model in (pair.pre, pair.fine):  # scoring may have moved a teacher to the compute device
+                model.to("cpu")
+            return search.chosen, [search.fit], search.to_dict()
+        from hybridft.layer_alpha import group_alphas, layer_groups
+
+        if alpha == "adamerging":
+            from hybridft.adamerging import adamerge
+
+            learned = adamerge(pair.pre, pair.fine, ctx.train_features, ctx.collator(), kind=ctx.task.kind,
+                               steps=config.adamerging_steps, lr=config.adamerging_lr, batch_size=ctx.run.batch_size,
+                               seed=ctx.run.seed, device=_compute_device(), progress=ctx.progress)  # fmt: skip
+            record = {"mode": "adamerging", "per_group": learned.per_group, "entropy_start": learned.entropy_start,
+                      "entropy_end": learned.entropy_end, "steps": config.adamerging_steps, "lr": config.adamerging_lr}  # fmt: skip
+            return learned.alphas, [learned.fit], record
+        groups = layer_groups(pair.fine)
+        per_group = group_alphas(alpha, groups.count)
+        record = {"mode": "layers", "values": list(alpha), "per_group": per_group}
+        return {name: per_group[g] for name, g in groups.of.items()}, [], record
+
+    def candidate(self, pair, alpha: float):
+        """The model "auto" scores at ``alpha``: the weight mix θ(α)."""
+        return interpolate_models(pair.pre, pair.fine, alpha)
+
+    def initial_student(self, pair, config: HybridConfig, alpha=None):
+        """Stage 3: the student starts at θ_mix = α·θ_pre + (1−α)·θ_fine; ``alpha`` (a number or a per-key map,
+        `choose_alpha`) stands for ``config.alpha`` when given."""
+        return interpolate_models(pair.pre, pair.fine, config.alpha if alpha is None else alpha)
+
+    def inference_model(self, student, pair, config: HybridConfig, alpha=None):
         return student
 
 
@@ -275,14 +418,18 @@ class KdFine(Hybrid):
 @register
 class HybridOutput(Hybrid):
     name = "hybrid_output"
-    config_class = HybridConfig
+    config_class = HybridOutputConfig
     output_mix = True
     # mixing logits over a vocabulary at every generated token is not built (`hybridft.lm_distill`)
     task_kinds = ("classification", "regression", "token", "qa")
 
-    def initial_student(self, pair, config: HybridConfig):
+    def candidate(self, pair, alpha: float):
+        """The model "auto" scores at ``alpha``: the output mix of the teachers, α·z_pre + (1−α)·z_fine."""
+        return OutputMixModel(pair.fine, pair.pre, alpha)
+
+    def initial_student(self, pair, config: HybridConfig, alpha=None):
         """The trainable branch starts at θ_fine; its logits are mixed with θ_pre's, in the loss and at inference."""
         return copy.deepcopy(pair.fine)
 
-    def inference_model(self, student, pair, config: HybridConfig):
-        return OutputMixModel(student, pair.pre, config.alpha)
+    def inference_model(self, student, pair, config: HybridConfig, alpha=None):
+        return OutputMixModel(student, pair.pre, config.alpha if alpha is None else alpha)

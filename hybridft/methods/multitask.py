@@ -129,11 +129,25 @@ def _trained(ctx: TrainContext, joint_model: MultiTaskModel, fits: list[FitResul
     return Trained(model=model, fits=fits, trainable_params=trainable, total_params=total, extra=extra)
 
 
+class MultiTaskMethod(Method):
+    """A method trained jointly on its config's ``tasks``: it applies to a task of that list only."""
+
+    task_kinds = ("classification",)
+
+    def applies_to(self, task, config) -> bool:
+        return super().applies_to(task, config) and task.name in config.tasks
+
+    def check_run(self, task, config) -> None:
+        super().check_run(task, config)
+        if task.name not in config.tasks:
+            raise ValueError(f"method {self.name!r} trains jointly on tasks {list(config.tasks)}; the run's task "
+                             f"{task.name!r} is not one of them (set the method's tasks to include it)")  # fmt: skip
+
+
 @register
-class PlainMultiTask(Method):
+class PlainMultiTask(MultiTaskMethod):
     name = "plain_multitask"
     config_class = MultiTaskConfig
-    task_kinds = ("classification",)
 
     def train(self, ctx: TrainContext, config: MultiTaskConfig) -> Trained:
         joint = joint_features(ctx, config.tasks)
@@ -182,10 +196,9 @@ def multitask_teachers(ctx: TrainContext, config: HybridMultiTaskConfig, joint: 
 
 
 @register
-class HybridMultiTask(Method):
+class HybridMultiTask(MultiTaskMethod):
     name = "hybrid_multitask"
     config_class = HybridMultiTaskConfig
-    task_kinds = ("classification",)
 
     def train(self, ctx: TrainContext, config: HybridMultiTaskConfig) -> Trained:
         joint = joint_features(ctx, config.tasks)

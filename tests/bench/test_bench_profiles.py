@@ -24,7 +24,7 @@ def _profile(**extra):
 
 def test_shipped_profiles_load_and_say_what_they_cover():
     assert prof.profile_names() == ["ablations", "curves", "llm-paper", "llm-quick", "llm-smoke", "paper", "quick",
-                                    "semi", "smoke"]  # fmt: skip
+                                    "semi", "smoke", "variants"]  # fmt: skip
     smoke, quick, paper, ablations = (prof.load_profile(n) for n in ("smoke", "quick", "paper", "ablations"))
     assert smoke.offline_tasks and set(smoke.tasks) == set(OFFLINE) and smoke.methods == ALL_METHODS
     assert smoke.seeds == (0, 1) and smoke.alpha_sweep and smoke.requires == ()  # plain_matched with 2 seeds
@@ -75,7 +75,7 @@ def test_llm_paper_is_peft_s_gsm8k_comparison():
 STAGED = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine")
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper", "semi"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper", "semi", "variants"])
 def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
     """Every method of a (model, task) gets the same epochs, max length and batch size (lora_paper excepted, by
     name); every teacher-stage method the same LP-FT teacher; plain_matched the hybrid stages' epochs."""
@@ -111,6 +111,15 @@ def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
                 # sized after hybrid's own unlabelled inputs, if any
                 assert (matched.unlabeled_split, matched.unlabeled_size) == (
                     hybrid.unlabeled_split, hybrid.unlabeled_size)  # fmt: skip
+            if "lora_matched" in p.methods:  # sized after hybrid_lora's stages, LoRA's recipe = its teacher's
+                run_fields, args = p.settings(model, task, "lora_matched")
+                matched = get_method("lora_matched").make_config(args, run_fields.get("learning_rate"))
+                run_fields, args = p.settings(model, task, "hybrid_lora")
+                hybrid_lora = get_method("hybrid_lora").make_config(args, run_fields.get("learning_rate"))
+                assert (matched.lp_epochs, matched.ft_epochs, matched.student_epochs) == (
+                    hybrid_lora.lp_epochs, hybrid_lora.ft_epochs, None)  # fmt: skip
+                assert matched.learning_rate == hybrid_lora.ft_learning_rate
+                assert (matched.r, matched.target_modules) == (hybrid_lora.r, hybrid_lora.target_modules)
 
 
 def test_semi_gives_hybrid_and_plain_matched_the_unlabelled_inputs_and_not_hybrid_labelled():
@@ -174,7 +183,7 @@ def test_unknown_profile_is_named():
     with pytest.raises(
         ValueError,
         match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'llm-paper', 'llm-quick', "
-        r"'llm-smoke', 'paper', 'quick', 'semi', 'smoke'\]",
+        r"'llm-smoke', 'paper', 'quick', 'semi', 'smoke', 'variants'\]",
     ):
         prof.load_profile("fast")
 
