@@ -10,7 +10,8 @@ from bench import profiles as prof
 from hybridft.experiment import RunConfig
 
 ALL_METHODS = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft",
-               "kd_pre", "kd_fine")  # fmt: skip
+               "kd_pre", "kd_fine", "lora_matched", "hybrid_lora", "hybrid_auto", "hybrid_layers", "hybrid_adamerging",
+               "plain_multitask", "hybrid_multitask")  # fmt: skip
 HEADLINE = ("plain", "plain_matched", "adapter", "lora", "hybrid", "wise_ft")
 OFFLINE = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli", "conll2003", "squad_devsplit")
 OFFLINE_LM = ("sst2_lm", "squad_lm")  # offline too, but kind causal_lm: expanded only for a causal-LM model
