@@ -23,10 +23,14 @@ data hybrid never saw. The stage fields mirror the hybrid config's (``lp_epochs`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hybridft.methods import register
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
 from hybridft.methods.plain import train_whole_model
+
+if TYPE_CHECKING:
+    from hybridft.compute import PassParameters
 
 
 @dataclass(frozen=True)
@@ -66,36 +70,60 @@ def check_matched_fields(settings) -> None:
         raise ValueError(f"{owner}.unlabeled_size must be None or an integer >= 1, got {settings.unlabeled_size!r}")
 
 
+def pass_with_only(model, trainable) -> PassParameters:
+    """`pass_parameters` of ``model`` as if only the parameters for which ``trainable(name, param)`` holds were
+    trainable; the requires_grad flags are restored afterwards."""
+    from hybridft.compute import pass_parameters
+
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    try:
+        for name, p in model.named_parameters():
+            p.requires_grad_(bool(trainable(name, p)))
+        return pass_parameters(model)
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+
+
+def pipeline_epochs(config, run_epochs: float, ratio: float, *, train: PassParameters, probe: PassParameters) -> float:
+    """Epochs of the baseline's training pass (``train``) whose FLOPs equal a hybrid pipeline's: LP epochs at the
+    probe's cost, the fine-tuned teacher's epochs and the student's at the training pass's, ``config.teacher_passes``
+    forward passes; the teacher passes and the student over ``ratio`` × the training tokens."""
+
+    def epochs(value: float | None) -> float:
+        return run_epochs if value is None else value
+
+    f_train = train.train_flops_per_token
+    return (
+        epochs(config.lp_epochs) * probe.train_flops_per_token / f_train
+        + epochs(config.ft_epochs)
+        + ratio * (config.teacher_passes * train.forward_flops_per_token / f_train + epochs(config.student_epochs))
+    )
+
+
 def matched_epochs(model, config: PlainMatchedConfig, run_epochs: float, ratio: float = 1.0) -> float:
     """Epochs of full fine-tuning of ``model`` whose FLOPs equal the hybrid pipeline's (module docstring).
 
     ``ratio``: tokens of the distillation inputs (training + unlabelled) ÷ tokens of the training features;
     the teacher passes and the student run over the former, the LP and LP-FT teachers over the latter."""
-    from hybridft.compute import pass_parameters
     from hybridft.models import head_parameter_names
 
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    try:
-        for p in model.parameters():
-            p.requires_grad_(True)
-        full = pass_parameters(model)
-        head = set(head_parameter_names(model))
-        for name, p in model.named_parameters():
-            p.requires_grad_(name in head)
-        probe = pass_parameters(model)
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
+    head = set(head_parameter_names(model))
+    full = pass_with_only(model, lambda name, p: True)
+    probe = pass_with_only(model, lambda name, p: name in head)
+    return pipeline_epochs(config, run_epochs, ratio, train=full, probe=probe)
 
-    def epochs(value: float | None) -> float:
-        return run_epochs if value is None else value
 
-    f_full = full.train_flops_per_token
-    return (
-        epochs(config.lp_epochs) * probe.train_flops_per_token / f_full
-        + epochs(config.ft_epochs)
-        + ratio * (config.teacher_passes * full.forward_flops_per_token / f_full + epochs(config.student_epochs))
-    )
+def train_matched(ctx: TrainContext, model, config, stage: str, target_epochs: float) -> Trained:
+    """Train ``model`` as configured for ``target_epochs`` rounded to whole optimizer steps (`whole_steps`); the
+    epochs go into the record's ``method_extra.matched_epochs``."""
+    import dataclasses
+
+    epochs = whole_steps(target_epochs, len(ctx.train_features), ctx.run.batch_size)
+    matched_ctx = dataclasses.replace(ctx, run=dataclasses.replace(ctx.run, epochs=epochs))
+    trained = train_whole_model(matched_ctx, model, config, stage)
+    trained.extra["matched_epochs"] = epochs
+    return trained
 
 
 def whole_steps(epochs: float, n_features: int, batch_size: int) -> float:
@@ -132,8 +160,6 @@ class PlainMatched(Method):
     config_class = PlainMatchedConfig
 
     def train(self, ctx: TrainContext, config: PlainMatchedConfig) -> Trained:
-        import dataclasses
-
         model = ctx.build_model()
         if ctx.task.kind == "causal_lm":  # no LP stage; the student's head runs on response rows only
             from hybridft.lm_distill import lm_matched_epochs
@@ -141,8 +167,4 @@ class PlainMatched(Method):
             target = lm_matched_epochs(model, ctx.train_features, config, ctx.run.epochs)
         else:
             target = matched_epochs(model, config, ctx.run.epochs, distill_ratio(ctx, config))
-        epochs = whole_steps(target, len(ctx.train_features), ctx.run.batch_size)
-        matched_ctx = dataclasses.replace(ctx, run=dataclasses.replace(ctx.run, epochs=epochs))
-        trained = train_whole_model(matched_ctx, model, config, self.name)
-        trained.extra["matched_epochs"] = epochs
-        return trained
+        return train_matched(ctx, model, config, self.name, target)

@@ -41,9 +41,14 @@ from hybridft.distill import fit_distillation, rows_for
 from hybridft.methods import register
 from hybridft.methods.base import Method, TrainContext, Trained
 from hybridft.methods.hybrid import HybridConfig, distill_features, teacher_rows
-from hybridft.methods.matched import check_matched_fields, distill_ratio, whole_steps
+from hybridft.methods.matched import (
+    check_matched_fields,
+    distill_ratio,
+    pass_with_only,
+    pipeline_epochs,
+    train_matched,
+)
 from hybridft.methods.peft_methods import Lora, LoraFields, LoraMethodConfig
-from hybridft.methods.plain import train_whole_model
 from hybridft.models import count_parameters
 from hybridft.stages import _base_key, linear_probe, stored_stage
 
@@ -215,26 +220,9 @@ def lora_matched_epochs(model, config: LoraMatchedConfig, run_epochs: float, rat
     `hybrid_lora`'s pipeline on the same features (module docstring)."""
     from hybridft.compute import pass_parameters
 
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    lora = pass_parameters(model)
     heads = {id(p) for wrapper in saved_heads(model) for p in wrapper.modules_to_save[ADAPTER].parameters()}
-    try:
-        for param in model.parameters():
-            param.requires_grad_(id(param) in heads)
-        probe = pass_parameters(model)
-    finally:
-        for name, param in model.named_parameters():
-            param.requires_grad_(flags[name])
-
-    def epochs(value: float | None) -> float:
-        return run_epochs if value is None else value
-
-    f_lora = lora.train_flops_per_token
-    return (
-        epochs(config.lp_epochs) * probe.train_flops_per_token / f_lora
-        + epochs(config.ft_epochs)
-        + ratio * (config.teacher_passes * lora.forward_flops_per_token / f_lora + epochs(config.student_epochs))
-    )
+    probe = pass_with_only(model, lambda name, p: id(p) in heads)
+    return pipeline_epochs(config, run_epochs, ratio, train=pass_parameters(model), probe=probe)
 
 
 @register
@@ -246,8 +234,4 @@ class LoraMatched(Lora):
     def train(self, ctx: TrainContext, config: LoraMatchedConfig) -> Trained:
         model = config.wrap(ctx.build_model(), ctx.task.kind, ctx.run.seed)
         target = lora_matched_epochs(model, config, ctx.run.epochs, distill_ratio(ctx, config))
-        epochs = whole_steps(target, len(ctx.train_features), ctx.run.batch_size)
-        matched_ctx = dataclasses.replace(ctx, run=dataclasses.replace(ctx.run, epochs=epochs))
-        trained = train_whole_model(matched_ctx, model, config, self.name)
-        trained.extra["matched_epochs"] = epochs
-        return trained
+        return train_matched(ctx, model, config, self.name, target)
