@@ -153,3 +153,20 @@ def test_latex_escaping(text, latex):
 def test_human_counts():
     assert [tables.human_count(n) for n in (124_647_170, 2_057_666, 150_000, 4_200, 12)] == [
         "125M", "2.1M", "0.15M", "4.2K", "12"]  # fmt: skip
+
+
+def test_lora_matched_is_a_baseline_with_its_own_compute_match_table():
+    from bench.tables import build_tables
+
+    records = [make_record(task, method, seed, 0.6 + 0.01 * seed + (0.03 if method == "hybrid_lora" else 0.0),
+                           train_flops=flops)
+               for task in ("cola", "rte") for seed in (0, 1, 2)
+               for method, flops in (("lora", 1e12), ("lora_matched", 2.2e12), ("hybrid_lora", 2e12))]  # fmt: skip
+    tables = {t.title: t for t in build_tables(records, references=[])}
+    match = tables["Compute match: train FLOPs of lora_matched ÷ hybrid_lora, median over seeds"]
+    assert match.rows == [["minilm", "lora_matched ÷ hybrid_lora", "1.10", "1.10", "1.10 (1.10–1.10)"]]
+    assert "lora_matched trains LoRA for as many epochs as match hybrid_lora's pipeline." in match.notes[0]
+    assert not any("plain_matched ÷ hybrid" in title for title in tables)
+    differences = next(t for title, t in tables.items() if title.startswith("Differences vs lora_matched"))
+    row = next(r for r in differences.rows if r[1:3] == ["lora_matched", "hybrid_lora"])
+    assert row[4].startswith("+3.0") and row[5].startswith("+3.0"), row  # +3 points on every seed of both tasks
