@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class PlainMatchedConfig(MethodConfig):
-    """Plain fine-tuning (BERT's recipe, the `plain` defaults) at the epochs of the hybrid pipeline's compute.
+class MatchedFields:
+    """The stages of the hybrid pipeline a compute-matched baseline is sized after (`check_matched_fields`).
 
     ``lp_epochs``, ``ft_epochs``, ``student_epochs``: the hybrid stages' epochs (None → the run's epochs);
     ``teacher_passes``: forward passes of teachers over the training set (2 for hybrid: θ_pre and θ_fine);
@@ -49,6 +49,12 @@ class PlainMatchedConfig(MethodConfig):
     teacher_passes: int = 2
     unlabeled_split: str | None = None
     unlabeled_size: int | None = None
+
+
+@dataclass(frozen=True)
+class PlainMatchedConfig(MatchedFields, MethodConfig):
+    """Plain fine-tuning (BERT's recipe, the `plain` defaults) at the epochs of the hybrid pipeline's compute
+    (`MatchedFields`)."""
 
     def validate(self) -> None:
         super().validate()

@@ -42,6 +42,7 @@ from hybridft.methods import register
 from hybridft.methods.base import Method, TrainContext, Trained
 from hybridft.methods.hybrid import HybridConfig, distill_features, teacher_rows
 from hybridft.methods.matched import (
+    MatchedFields,
     check_matched_fields,
     distill_ratio,
     pass_with_only,
@@ -79,17 +80,10 @@ class HybridLoraConfig(LoraFields, HybridConfig):
 
 
 @dataclass(frozen=True)
-class LoraMatchedConfig(LoraMethodConfig):
+class LoraMatchedConfig(MatchedFields, LoraMethodConfig):
     """LoRA (the `lora` recipe) at the epochs of `hybrid_lora`'s compute. The stage fields mirror `hybrid_lora`'s
     as `plain_matched`'s mirror `hybrid`'s (`PlainMatchedConfig`): ``lp_epochs``, ``ft_epochs``,
     ``student_epochs`` (None → the run's epochs), ``teacher_passes``, ``unlabeled_split`` / ``unlabeled_size``."""
-
-    lp_epochs: float | None = None
-    ft_epochs: float | None = None
-    student_epochs: float | None = None
-    teacher_passes: int = 2
-    unlabeled_split: str | None = None
-    unlabeled_size: int | None = None
 
     def validate(self) -> None:
         super().validate()
