@@ -239,7 +239,7 @@ def test_task_lists_become_tuples_and_keep_the_hybrid_defaults():
 
 
 def test_the_runs_task_must_be_one_of_the_tasks(data_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"the run's task 'rte' is not one of the multi-task tasks \['sst2', 'mrpc'\]"):
+    with pytest.raises(ValueError, match=r"tasks \['sst2', 'mrpc'\]; the run's task 'rte' is not one of them"):
         run_experiment(_run("rte", "plain_multitask", data_dir), work_dir=tmp_path / "w", cache_dir=tmp_path / "c",
                        progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="does not apply to task 'stsb' of kind 'regression'"):
