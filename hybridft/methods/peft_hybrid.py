@@ -108,7 +108,7 @@ class AdapterDisabled(torch.nn.Module):
 
 def lora_modules(peft_model) -> list[torch.nn.Module]:
     """The LoRA-adapted layers of ``peft_model`` (those holding the adapter's ``lora_B``)."""
-    return [m for m in peft_model.modules() if hasattr(m, "lora_B") and ADAPTER in getattr(m, "lora_B", {})]
+    return [m for m in peft_model.modules() if ADAPTER in getattr(m, "lora_B", {})]
 
 
 def saved_heads(peft_model) -> list[torch.nn.Module]:
@@ -126,12 +126,12 @@ def _wide(tensor: torch.Tensor) -> torch.Tensor:
 def mix_in_place(peft_model, alpha: float) -> None:
     """Turn θ_fine = θ_pre + ΔW (with head_fine) into θ_mix: every ``lora_B`` times (1−α), so ΔW → (1−α)·ΔW, and each
     trained head copy → α·head_pre + (1−α)·head_fine (low-precision weights computed in float32)."""
-    for module in lora_modules(peft_model):
-        weight = module.lora_B[ADAPTER].weight
-        weight.copy_(((1.0 - alpha) * _wide(weight)).to(weight.dtype))
     heads = saved_heads(peft_model)
     if not heads:
         raise ValueError("the LoRA model has no modules_to_save head to mix")
+    for module in lora_modules(peft_model):
+        weight = module.lora_B[ADAPTER].weight
+        weight.copy_(((1.0 - alpha) * _wide(weight)).to(weight.dtype))
     for wrapper in heads:
         pre = dict(wrapper.original_module.named_parameters())
         for name, param in wrapper.modules_to_save[ADAPTER].named_parameters():
@@ -181,16 +181,13 @@ class HybridLora(Method):
         with _quiet_peft():
             fine, ft_result = lora_fine_tune_from(ctx, pre, lp_key, config)
         del pre  # its weights live on as ``fine``'s base (a freshly built model when the stage came from the cache)
-        flags = {name: p.requires_grad for name, p in fine.named_parameters()}
         features, unlabelled = distill_features(ctx, config)
         pre_logits, fine_logits, teacher_cost = teacher_rows(
             ctx, features, rows_for(ctx.task.kind), AdapterDisabled(fine), fine,
             need_pre=config.beta > 0, need_fine=config.gamma > 0,
         )  # fmt: skip
         mix_in_place(fine, config.alpha)
-        student = fine
-        for name, param in student.named_parameters():
-            param.requires_grad_(flags[name])  # LoRA matrices and the head; the base stays frozen
+        student = fine  # trainable as PEFT wrapped it: the LoRA matrices and the head; the base stays frozen
         trainable, total = count_parameters(student)
         spec = ctx.spec(config.learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio)
         result = fit_distillation(
