@@ -99,19 +99,12 @@ def _builder(ctx: TrainContext, tasks):
 def _row_cost(model: MultiTaskModel, *, heads_only: bool):
     """`PassParameters` of one row's pass: the shared encoder and one task's head (all heads have the same size),
     with the encoder frozen (``heads_only``) or every weight trainable."""
-    from hybridft.compute import pass_parameters
+    from hybridft.methods.matched import pass_with_only
     from hybridft.models import head_parameter_names
 
     one = model.models[model.tasks[0]]
     head = set(head_parameter_names(one))
-    saved = [(param, param.requires_grad) for param in one.parameters()]
-    for name, param in one.named_parameters():
-        param.requires_grad_(not heads_only or name in head)
-    try:
-        return pass_parameters(one)
-    finally:
-        for param, flag in saved:
-            param.requires_grad_(flag)
+    return pass_with_only(one, lambda name, param: not heads_only or name in head)
 
 
 def _recounted(result: FitResult, model: MultiTaskModel, *, heads_only: bool) -> FitResult:
