@@ -97,6 +97,14 @@ def check_alpha_choice(config) -> None:
                          f"one of {ALPHA_MODES} or a per-layer list, got {alpha!r}")  # fmt: skip
 
 
+def check_number_alpha(config, method: str) -> None:
+    """ValueError naming ``config``'s alpha field unless it is a number (``method`` has no "auto", AdaMerging or
+    per-layer form); its range is `check_alpha_choice`'s."""
+    if isinstance(config.alpha, bool) or not isinstance(config.alpha, (int, float)):
+        raise ValueError(f"{type(config).__name__}.alpha must be a number in [0, 1] for {method}, got "
+                         f"{config.alpha!r}")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class HybridConfig(StageFields, MethodConfig):
     """Distillation from both teachers. α = 0.5 is WiSE-FT's default mix; T = 2 and equal teacher weights

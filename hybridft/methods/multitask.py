@@ -31,6 +31,7 @@ from hybridft.methods.hybrid import (
     HybridConfig,
     _compute_device,
     assign_teachers,
+    check_number_alpha,
     needed_teachers,
     teacher_pass_cost,
     teacher_passes,
@@ -77,9 +78,7 @@ class HybridMultiTaskConfig(HybridConfig):
     def validate(self) -> None:
         super().validate()
         _validate_tasks(self)
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
-            raise ValueError(f"{type(self).__name__}.alpha must be a number in [0, 1] for hybrid_multitask, got "
-                             f"{self.alpha!r}")  # fmt: skip
+        check_number_alpha(self, "hybrid_multitask")
         for name in ("unlabeled_split", "unlabeled_size"):
             if getattr(self, name) is not None:
                 raise ValueError(f"{type(self).__name__}.{name} must be None: hybrid_multitask distils on the tasks' "

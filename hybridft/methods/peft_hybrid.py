@@ -40,7 +40,7 @@ import torch
 from hybridft.distill import fit_distillation, rows_for
 from hybridft.methods import register
 from hybridft.methods.base import Method, TrainContext, Trained
-from hybridft.methods.hybrid import HybridConfig, distill_features, teacher_rows
+from hybridft.methods.hybrid import HybridConfig, check_number_alpha, distill_features, teacher_rows
 from hybridft.methods.matched import (
     MatchedFields,
     check_matched_fields,
@@ -72,10 +72,8 @@ class HybridLoraConfig(LoraFields, HybridConfig):
     ft_warmup_ratio: float = 0.06
 
     def validate(self) -> None:
-        if isinstance(self.alpha, (str, list, tuple)):
-            raise ValueError(f"HybridLoraConfig.alpha must be a number in [0, 1] (hybrid_lora mixes one scale for "
-                             f"every adapted layer), got {self.alpha!r}")  # fmt: skip
         super().validate()
+        check_number_alpha(self, "hybrid_lora (one scale 1−α for every adapted layer)")
         self.validate_lora()
 
 
