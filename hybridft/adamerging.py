@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -51,7 +51,6 @@ class AdaMergeResult:
     entropy_start: float
     entropy_end: float
     fit: FitResult
-    extra: dict = field(default_factory=dict)
 
 
 def check_kind(kind: str, task_name: str = "") -> None:

@@ -1,9 +1,10 @@
 """WiSE-FT weight interpolation (Wortsman et al. 2022): θ_mix = α·θ_pre + (1−α)·θ_fine over every parameter.
 
 α is one number for every tensor, or a mapping from each state-dict name to its own number (per-layer α,
-`hybridft.layer_alpha.layer_alphas`); the mapping must name every key of the state dicts and no other. The formula is evaluated as written, so the endpoints are exact for finite weights: at α = 0 every entry is
-0·pre + 1·fine = fine, at α = 1 it is 1·pre + 0·fine = pre (no lerp rounding). Non-floating tensors (integer
-buffers such as BERT's ``position_ids``) cannot be interpolated and must be equal in both endpoints.
+`hybridft.layer_alpha.layer_alphas`); the mapping must name every key of the state dicts and no other. The formula
+is evaluated as written, so the endpoints are exact for finite weights: at α = 0 every entry is 0·pre + 1·fine =
+fine, at α = 1 it is 1·pre + 0·fine = pre (no lerp rounding). Non-floating tensors (integer buffers such as BERT's
+``position_ids``) cannot be interpolated and must be equal in both endpoints.
 """
 
 from __future__ import annotations
@@ -67,18 +68,15 @@ def interpolate_state_dicts(
 ) -> dict[str, torch.Tensor]:
     """α·pre + (1−α)·fine for every floating tensor; other tensors must match exactly and are copied. ``alpha``: a
     number, or a mapping from every key to its own number (`check_alpha_map`)."""
-    per_key = isinstance(alpha, Mapping)
-    if per_key:
-        check_compatible(pre, fine)
-        alphas = check_alpha_map(alpha, pre.keys())
-    else:
+    if not isinstance(alpha, Mapping):
         alpha = check_alpha(alpha)
-        check_compatible(pre, fine)
+    check_compatible(pre, fine)
+    alphas = check_alpha_map(alpha, pre.keys()) if isinstance(alpha, Mapping) else dict.fromkeys(pre, alpha)
     mixed: dict[str, torch.Tensor] = {}
     for key, p in pre.items():
         f = fine[key].to(p.device)
         if p.is_floating_point():
-            a = alphas[key] if per_key else alpha
+            a = alphas[key]
             # float32 arithmetic for low-precision weights, then back to the stored dtype.
             value = a * p.float() + (1.0 - a) * f.float()
             mixed[key] = value.to(p.dtype)
