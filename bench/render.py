@@ -8,7 +8,8 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
 _LATEX_SYMBOLS = {"±": r"$\pm$", "α": r"$\alpha$", "–": "--", "†": r"$^\dagger$", "≥": r"$\geq$", "→": r"$\to$",
                   "≤": r"$\leq$", "×": r"$\times$", "÷": r"$\div$", "≈": r"$\approx$", "·": r"$\cdot$",
-                  "−": r"$-$", "⚠": r"$^\triangle$", "✗": r"$\times$"}  # fmt: skip
+                  "−": r"$-$", "⚠": r"$^\triangle$", "✗": r"$\times$",
+                  "θ↓": r"$\theta\!\downarrow$", "θ": r"$\theta$", "↓": r"$\downarrow$"}  # fmt: skip
 
 
 @dataclass

@@ -6,12 +6,17 @@ Writes DIR/table.md and DIR/table.tex (and the plots, see bench.plots):
   columns = tasks (plus a column per extra evaluation split a record carries in ``extra_metrics``, e.g. MNLI-mm),
   headline metric as mean ± sample std over the seeds that finished ok, the median when there are ≥ 3 such seeds,
   "(j/n ok)" when some seeds did not finish ok, "⚠k/n" when k of the n recorded runs failed to learn (see
-  bench.stats.failed_to_learn), an average column (only for rows with every task), "Compute ×plain" (median over
-  tasks and seeds of train_flops ÷ plain's at the same model, task and seed), the best mean per column within a
-  model in bold, and a "majority baseline" row per model (the trivial constant predictor's headline per task);
+  bench.stats.failed_to_learn), "θ↓k/n" when θ_pre was a weak teacher (at or below its majority baseline on dev)
+  in k of the n runs that record ``weak_teacher``, an average column (only for rows with every task), "Compute
+  ×plain" (median over tasks and seeds of train_flops ÷ plain's at the same model, task and seed), the best mean per
+  column within a model in bold, and a "majority baseline" row per model (the trivial constant predictor's headline
+  per task);
 - differences vs plain and vs plain_matched: method − baseline in percentage points per task with a 95 % interval
   from a two-level paired bootstrap over seeds and evaluation examples (bench.stats.paired_differences), bold when
   the interval excludes 0;
+- a teachers table, when the records carry ``teacher_scores``: per model, task and method the headline of θ_pre and
+  θ_fine on dev (held-out, or cross-validated) and on the evaluation subset, the majority baselines, and the
+  weak-teacher count;
 - the out-of-distribution tables of bench.shift_tables (ID vs each shift set, differences, stability over seeds)
   when the records carry ``shift_metrics``;
 - a per-seed table, where diverged and failed runs are shown (failures listed with their error) and runs that
@@ -76,6 +81,8 @@ TABLE_FILES = ("table.md", "table.tex")
 COMPUTE_FIELDS = (("train_tokens", "Train tokens"), ("forward_tokens", "Forward tokens"),
                   ("optimizer_steps", "Optimizer steps"), ("train_flops", "Train FLOPs"))  # fmt: skip
 MAIN_TITLE = "Headline metric (%), mean ± std over seeds"
+TEACHERS_TITLE = "Teachers: headline (%) of θ_pre and θ_fine on dev and on the evaluation subset, over seeds"
+WEAK_MARK = "θ↓"  # a cell's weak-teacher count: θ_pre at or below its majority baseline on dev
 
 
 def _order(values: Iterable[str], canonical: tuple[str, ...]) -> list[str]:
@@ -132,13 +139,15 @@ def human_flops(x: float) -> str:
 
 @dataclass
 class Cell:
-    """The runs of one (model, method, column): scores of the seeds that finished ok, how many were recorded, and
-    how many of those failed to learn."""
+    """The runs of one (model, method, column): scores of the seeds that finished ok, how many were recorded, how
+    many of those failed to learn, and of the runs that record ``weak_teacher`` how many had a weak θ_pre."""
 
     scores: list[float] = field(default_factory=list)
     recorded: int = 0
     statuses: list[str] = field(default_factory=list)
     not_learned: int = 0
+    weak_teachers: int = 0
+    teachers_judged: int = 0
 
     @property
     def mean(self) -> float | None:
@@ -157,6 +166,8 @@ class Cell:
             body += f" ({len(self.scores)}/{self.recorded} ok)"
         if self.not_learned:
             body += f" ⚠{self.not_learned}/{self.recorded}"
+        if self.weak_teachers:
+            body += f" {WEAK_MARK}{self.weak_teachers}/{self.teachers_judged}"
         return body
 
 
@@ -175,9 +186,12 @@ def layout(runs: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[str, 
     return models, tasks, methods
 
 
-def cells(runs: list[dict[str, Any]], split: str | None = None) -> dict[tuple[str, str, str], Cell]:
+def cells(
+    runs: list[dict[str, Any]], split: str | None = None, *, teachers: bool = False
+) -> dict[tuple[str, str, str], Cell]:
     """(model, method, task) → Cell over seeds: of the headline, or of an extra evaluation split's headline metric
-    (failed-to-learn marks only for the headline: the majority baseline is measured on its split)."""
+    (failed-to-learn marks only for the headline: the majority baseline is measured on its split; with
+    ``teachers``, the weak-teacher counts too, over the runs whose record has a boolean ``weak_teacher``)."""
     out: dict[tuple[str, str, str], Cell] = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
         value = None if r["status"] != "ok" else score(r) if split is None else split_score(r, split)
@@ -191,6 +205,9 @@ def cells(runs: list[dict[str, Any]], split: str | None = None) -> dict[tuple[st
             cell.statuses.append(r["status"])
         if split is None and stats.failed_to_learn(r):
             cell.not_learned += 1
+        if split is None and teachers and isinstance(r.get("weak_teacher"), bool):
+            cell.teachers_judged += 1
+            cell.weak_teachers += r["weak_teacher"]
     return out
 
 
@@ -261,10 +278,10 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | No
     metric = headline_names(runs)
     columns = score_columns(runs, tasks)
     grids = {split: cells(runs, split) for split in sorted({s for _, s in columns if s is not None})}
-    grids[None] = cells(runs)
+    grids[None] = cells(runs, teachers=True)
     labels = [column_label(t, s, metric) for t, s in columns]
     table = Table(MAIN_TITLE, ["Model", "Method", "# Trainable", *labels, "Avg.", "Compute ×plain"])
-    any_majority = any_compute = any_not_learned = False
+    any_majority = any_compute = any_not_learned = any_weak = False
     for model in models:
         table.start_block()
         first = len(table.rows)
@@ -276,6 +293,7 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | No
             ratios = compute_ratios(runs, model, method)
             any_compute = any_compute or bool(ratios)
             any_not_learned = any_not_learned or any(c.not_learned for c in head_cells)
+            any_weak = any_weak or any(c.weak_teachers for c in head_cells)
             ratio = f"{statistics.median(ratios):.2f}" if ratios else "–"
             table.add([model, method, trainable_text(runs, model, method), *(c.text() for c in row_cells), avg, ratio])
         for j, (task, split) in enumerate(columns):
@@ -303,6 +321,13 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | No
             "⚠k/n: k of the n recorded runs failed to learn: headline missing or ≤ the majority baseline (the "
             "record's failed_to_learn; computed from headline and majority_baseline for records without it); runs "
             "that diverged or failed count as not learned. The mean still includes the ok runs that failed to learn."
+        )
+    if any_weak:
+        table.notes.append(
+            f"{WEAK_MARK}k/n: in k of the n runs that record it (the record's weak_teacher), θ_pre was a weak teacher: "
+            "its headline on dev ≤ the majority baseline on dev, so the pretrained teacher predicts no better than a "
+            "constant (see the teachers table). Counted over every recorded run with the field, whatever its "
+            "status; earlier records without it are not counted."
         )
     if any_majority:
         table.notes.append(
@@ -390,6 +415,83 @@ def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, see
         table.notes.append(
             f"(s): {len(fallbacks)} cells resample seeds only (eval_stats missing or unusable, e.g. {fallbacks[0]}); "
             "with one seed they have no interval, with few seeds the interval is crude."
+        )
+    return table
+
+
+def _teacher_scores(record: dict[str, Any], teacher: str) -> dict[str, Any]:
+    """``teacher_scores[teacher]`` of a record; {} when the record has none (older records, lp's θ_fine)."""
+    scores = (record.get("teacher_scores") or {}).get(teacher)
+    return scores if isinstance(scores, dict) else {}
+
+
+def _teacher_values(group: list[dict[str, Any]], teacher: str, key: str) -> list[float]:
+    """``teacher_scores[teacher][key]`` of each record that has it, in percent (as the record's headline)."""
+    values = (stats.percent(r, _teacher_scores(r, teacher).get(key)) for r in group)
+    return [v for v in values if v is not None]
+
+
+def _mean_std_text(values: list[float]) -> str:
+    if not values:
+        return "–"
+    s = stats.summary(values)
+    return _num(s.mean) + (f" ± {_num(s.std)}" if s.std is not None else "")
+
+
+def _dev_sources(group: list[dict[str, Any]], teacher: str) -> list[str]:
+    """The dev_source of each dev score of ``teacher`` in the group, distinct and sorted."""
+    return sorted({str(_teacher_scores(r, teacher).get("dev_source") or "?") for r in group
+                   if stats.percent(r, _teacher_scores(r, teacher).get("dev")) is not None})  # fmt: skip
+
+
+def teacher_table(runs: list[dict[str, Any]]) -> Table | None:
+    """θ_pre and θ_fine per (model, task, method) from the records' ``teacher_scores``; None when no record has them."""
+    with_scores = [r for r in runs if isinstance(r.get("teacher_scores"), dict)]
+    if not with_scores:
+        return None
+    models, tasks, _ = layout(with_scores)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in sorted(with_scores, key=_run_rank):
+        groups.setdefault((r["model"], r["task"], r["method"]), []).append(r)
+    table = Table(TEACHERS_TITLE, ["Model", "Task", "Method", "n", "θ_pre eval", "θ_pre dev", "θ_fine eval",
+                                   "θ_fine dev", "Majority eval", "Majority dev", "Weak θ_pre"])  # fmt: skip
+    other_sources: set[str] = set()
+
+    def dev(group: list[dict[str, Any]], teacher: str) -> str:
+        values, sources = _teacher_values(group, teacher, "dev"), _dev_sources(group, teacher)
+        if not values:
+            return "–"
+        other_sources.update(x for x in sources if x != "dev")
+        return _num(statistics.fmean(values)) + ("" if sources == ["dev"] else f" ({'/'.join(sources)})")
+
+    def majority(group: list[dict[str, Any]], key: str) -> str:
+        values = _teacher_values(group, "pre", key) or _teacher_values(group, "fine", key)  # the same data for both
+        return _num(statistics.fmean(values)) if values else "–"
+
+    for model in models:
+        table.start_block()
+        for task in tasks:
+            methods = _order((m for mo, t, m in groups if mo == model and t == task), METHOD_ORDER)
+            for method in methods:
+                group = groups[(model, task, method)]
+                judged = [r["weak_teacher"] for r in group if isinstance(r.get("weak_teacher"), bool)]
+                table.add([model, TASK_LABELS.get(task, task), method, str(len(group)),
+                           _mean_std_text(_teacher_values(group, "pre", "eval")), dev(group, "pre"),
+                           _mean_std_text(_teacher_values(group, "fine", "eval")), dev(group, "fine"),
+                           majority(group, "majority_eval"), majority(group, "majority"),
+                           f"{sum(judged)}/{len(judged)}" if judged else "–"])  # fmt: skip
+    table.notes.append(
+        "The teachers a method builds, scored on their own (the records' teacher_scores): θ_pre (the linear probe on "
+        "the frozen pretrained model; a causal LM as it is) and θ_fine (fine-tuned from θ_pre). eval: on the run's "
+        "evaluation subset, mean ± sample std over the n runs that record teacher scores; dev: on held-out data, "
+        "mean; – where a run has no such teacher (lp builds no θ_fine) or score. Majority eval / dev: the headline of "
+        "the trivial constant predictor on the same data. Weak θ_pre: in k of the n runs that record weak_teacher, "
+        "θ_pre's dev headline was ≤ its majority baseline on dev."
+    )
+    if other_sources:
+        table.notes.append(
+            "(cv) after a dev score: cross-validated on the training features instead of scored on a held-out dev "
+            "split (the record's dev_source); (dev/cv): some runs each way."
         )
     return table
 
@@ -646,8 +748,8 @@ def build_tables(records: list[dict[str, Any]], references: list[dict[str, Any]]
             if r["model"] in {x["model"] for x in runs} and any(t in r["scores"] for t in tasks)]  # fmt: skip
     from bench.shift_tables import shift_tables
 
-    tables = [main_table(runs, refs), difference_table(runs), *shift_tables(runs), per_seed_table(runs),
-              cost_table(runs), compute_table(runs),
+    tables = [main_table(runs, refs), difference_table(runs), teacher_table(runs), *shift_tables(runs),
+              per_seed_table(runs), cost_table(runs), compute_table(runs),
               *(compute_match_table(runs, method, target) for method, (target, _) in MATCHED_PAIRS.items())]  # fmt: skip
     if refs:
         tables.append(reference_table(refs, tasks))

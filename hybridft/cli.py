@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridft.methods.base import FULL_FT_LR
+from hybridft.stages import REMOVED_LP_FIELDS
 from hybridft.train_files import (
     HYBRID_FLAGS,
     METHODS,
@@ -224,7 +225,21 @@ def _add_train(commands) -> None:
             default=argparse.SUPPRESS,
             help=f.metadata["help"].replace("%", "%%") + _default_note(f.default),
         )
+    for name in REMOVED_LP_FIELDS:  # the probe's old Adam knobs: refused with what replaces them
+        hybrid.add_argument(f"--{name.replace('_', '-')}", action=_RemovedFlag, help=argparse.SUPPRESS)
     p.set_defaults(handler=_train_command)
+
+
+class _RemovedFlag(argparse.Action):
+    """A flag that no longer exists: the parser's error names what replaces it."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        name = option_string[2:].replace("-", "_")
+        parser.error(f"{option_string} was removed: {REMOVED_LP_FIELDS[name].replace('lp_l2_grid', 'its grid')} "
+                     f"(--lp-folds sets the cross-validation folds)")  # fmt: skip
 
 
 def _add_mix(commands) -> None:

@@ -232,6 +232,7 @@ class TeacherLogits:
 
     values: torch.Tensor  # (total_rows, K) float32
     offsets: torch.Tensor  # (n_features + 1,) int64
+    width: int = 0  # rows made by the linear probe: the width H of the features they were computed from (cost 2·H·K)
 
     def __len__(self) -> int:
         return self.offsets.numel() - 1
@@ -276,10 +277,17 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def compute_teacher_logits(model, features, collator, rows, *, batch_size: int, progress: bool) -> TeacherLogits:
-    """Run ``model`` once over ``features`` (in order, no labels) and keep its rows."""
+def length_sorted_pass(
+    model, features, collator, rows, step, *, batch_size: int, progress: bool, device=None, desc: str = "teacher logits"
+):
+    """Run ``step(batch, model_inputs) -> (rows (n, K), rows per feature (B,))`` in eval mode without gradients over
+    ``features`` in batches of similar length (longest first, so a batch pads little), then put the rows back in
+    the features' order (feature i's rows at ``offsets[i]:offsets[i + 1]``; i is the position in ``features``, the
+    value of its `INDEX_COLUMN` where it has one). Returns (values, offsets, non-padding tokens)."""
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
+
+    from hybridft.batching import feature_lengths
 
     extras = getattr(rows, "extra_columns", ())
     teacher_columns = getattr(rows, "teacher_columns", ())
@@ -291,25 +299,49 @@ def compute_teacher_logits(model, features, collator, rows, *, batch_size: int, 
         ]
     )
     collator = rows.collator(collator) if extras else collator
-    forward = getattr(rows, "teacher_forward", None)
-    loader = DataLoader(inputs, batch_size=batch_size, shuffle=False, collate_fn=collator)
-    device = _model_device(model)
+    lengths = feature_lengths(features)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: equal lengths keep their order
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    loader = DataLoader(inputs, batch_sampler=batches, collate_fn=collator)
+    device = _model_device(model) if device is None else device
     was_training = model.training
     model.eval()
-    values, lengths = [], []
+    values, counts, tokens = [], [], 0
     with torch.no_grad():
-        for batch in tqdm(loader, desc="teacher logits", disable=not progress):
+        for batch in tqdm(loader, desc=desc, disable=not progress):
             batch = {k: v.to(device) for k, v in batch.items()}
-            _COUNTS["teacher_forward_passes"] += 1
             model_inputs = {k: v for k, v in batch.items() if k not in extras and k not in teacher_columns}
-            outputs = forward(model, model_inputs) if forward is not None else model(**model_inputs)
-            batch_rows, batch_lengths = rows.output_rows(outputs, batch)
+            if "attention_mask" in batch:
+                tokens += int(batch["attention_mask"].sum())
+            batch_rows, batch_counts = step(batch, model_inputs)
             values.append(batch_rows.float().cpu())
-            lengths.append(batch_lengths.cpu())
+            counts.append(batch_counts.cpu())
     model.train(was_training)
-    lengths = torch.cat(lengths)
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
-    return TeacherLogits(torch.cat(values), offsets)
+    if not values:
+        return torch.zeros(0, 0), torch.zeros(1, dtype=torch.long), 0
+    counts = torch.cat(counts)
+    in_order = TeacherLogits(torch.cat(values), torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)]))
+    position = torch.empty(len(order), dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))
+    restored = in_order.gather(position)
+    per_feature = counts[position]
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(per_feature, 0)])
+    return restored, offsets, tokens
+
+
+def compute_teacher_logits(model, features, collator, rows, *, batch_size: int, progress: bool) -> TeacherLogits:
+    """Run ``model`` once over ``features`` (no labels; length-sorted batches, rows in the features' order) and keep
+    its rows."""
+    forward = getattr(rows, "teacher_forward", None)
+
+    def step(batch, model_inputs):
+        _COUNTS["teacher_forward_passes"] += 1
+        outputs = forward(model, model_inputs) if forward is not None else model(**model_inputs)
+        return rows.output_rows(outputs, batch)
+
+    values, offsets, _ = length_sorted_pass(model, features, collator, rows, step, batch_size=batch_size,
+                                            progress=progress)  # fmt: skip
+    return TeacherLogits(values, offsets)
 
 
 def cached_teacher_logits(

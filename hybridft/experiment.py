@@ -13,6 +13,8 @@ is scored on the same examples). Measurements:
 - ``train_tokens``, ``forward_tokens``, ``optimizer_steps``, ``train_flops``: summed over every stage, cached ones at
   their recorded cost (`hybridft.compute`); ``stages`` lists each stage, ``curves`` its training-loss series.
 - ``majority_baseline``, ``failed_to_learn``, ``eval_stats``: see `hybridft.scoring`.
+- ``teacher_scores``, ``weak_teacher``: for a method that builds teachers (`hybridft.teacher_quality`), and
+  ``probe``: the linear probe's record (its L2 grid and choice, `hybridft.probe`).
 - ``extra_metrics``: the task's extra evaluation splits (MNLI mismatched), same eval_size subset rule.
 - ``shift_metrics``: per shift set of the run (`hybridft.shift`; a seeded ``shift_size`` subset): role, metrics,
   headline, majority baseline, failed_to_learn, eval_stats and subset; ``shift_skipped``: the registered sets whose
@@ -137,6 +139,7 @@ class PreparedData:
 
     ``extra_evals``: (split name, features, examples) of the task's extra evaluation splits (MNLI mismatched).
     ``shifts``: the run's shift sets that could be read, ``shift_skipped`` the names of those that could not.
+    ``dev``: the dev split (``dev_size``) as `DevSplit`, None without one.
     """
 
     task: Any
@@ -150,6 +153,17 @@ class PreparedData:
     shifts: list[PreparedShift] = dataclasses.field(default_factory=list)
     shift_skipped: list[str] = dataclasses.field(default_factory=list)
     shift_prepare_s: float = 0.0
+    dev: DevSplit | None = None
+
+
+@dataclass
+class DevSplit:
+    """The dev split held out of the train split: preprocessed for training (labels, as the probe's held-out rows)
+    and for evaluation (``features``, ``examples``: what the task's metrics read)."""
+
+    train_features: Any
+    features: Any
+    examples: Any
 
 
 @dataclass
@@ -291,8 +305,13 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
     _, eval_features, eval_examples, _ = scored[0]
     start = time.perf_counter()
     shifts, skipped = prepare_shifts(cfg, task, features)
+    shift_time = time.perf_counter() - start
+    dev_split = None
+    if dev is not None:
+        dev_train = task.preprocess(dev, tokenizer, max_length=cfg.max_length, train=True, stride=stride)
+        dev_split = DevSplit(dev_train, features(dev), dev)
     return PreparedData(task, tokenizer, train_features, eval_features, eval_examples, subsets, data_key, extra,
-                        shifts, skipped, time.perf_counter() - start)  # fmt: skip
+                        shifts, skipped, shift_time, dev_split)  # fmt: skip
 
 
 def model_predictions(model, task, tokenizer, features, cfg: RunConfig, work_dir: Path, progress: bool):
@@ -378,6 +397,7 @@ def train_context(cfg, data: PreparedData, work_dir: Path, cache_dir: Path, prog
         cache_dir=cache_dir,
         progress=progress,
         log_dir=log_dir,
+        dev_features=None if data.dev is None else data.dev.train_features,
     )
 
 
@@ -445,6 +465,15 @@ def run_experiment(
     headline_key = data.task.headline
     headline = metrics.get(headline_key, float("nan"))
     baseline = majority_baseline(data.task, data.eval_features, data.eval_examples)
+    teacher_fields = {}
+    if trained.teachers is not None and data.task.kind != "causal_lm":
+        from hybridft.teacher_quality import bench_teacher_scores, warn_if_weak
+
+        scores = bench_teacher_scores(trained.teachers, data, cfg, work_dir, progress)
+        teacher_fields = {"teacher_scores": scores, "weak_teacher": warn_if_weak(scores, f"{cfg.method} on "
+                          f"{cfg.task}, seed {cfg.seed}")}  # fmt: skip
+        if trained.teachers.probe is not None:
+            teacher_fields["probe"] = {k: v for k, v in trained.teachers.probe.items() if k != "logits"}
     return {
         "metrics": metrics,
         "headline_metric": headline_key,
@@ -466,6 +495,7 @@ def run_experiment(
         "subsets": data.subsets,
         "method_extra": dict(trained.extra),
         **compute_fields(trained.fits),
+        **teacher_fields,
         "status": "diverged" if trained.diverged else "ok",
     }
 

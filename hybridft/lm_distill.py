@@ -145,7 +145,8 @@ def lm_matched_epochs(model, features, config, run_epochs: float) -> float:
     def epochs(value):
         return run_epochs if value is None else value
 
-    teacher = config.teacher_passes * 2 * body * tokens
+    passes = 2 if config.teacher_passes is None else config.teacher_passes  # θ_pre and θ_fine: an LM has no probe
+    teacher = passes * 2 * body * tokens
     student = epochs(config.student_epochs) * (6 * body * tokens + 10 * head * rows)
     return epochs(config.ft_epochs) + (teacher + student) / full
 

@@ -1,6 +1,8 @@
 """The teacher stages of the hybrid method, cached on disk by the hash of their stage config.
 
-1. LP teacher θ_pre: the pretrained encoder frozen, the task head trained (linear probing, Kumar et al. 2022).
+1. LP teacher θ_pre: the pretrained encoder frozen, its features computed once, the task head fit to convergence by a
+   convex solver (linear probing as in Kumar et al. 2022, `hybridft.probe`). The stage keeps θ_pre's logits on the
+   training features (one matmul of the cached features), so the hybrid teacher pass does not run θ_pre again.
 2. LP-FT teacher θ_fine: every weight fine-tuned, starting from θ_pre.
 
 Concurrent workers (a cluster's jobs sharing one cache) do not train a stage twice: the first claims it
@@ -20,65 +22,110 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
 from hybridft.methods.base import FULL_FT_LR, FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY, TrainContext
+from hybridft.probe import DEFAULT_FOLDS, DEFAULT_L2_GRID, ProbeSettings
 from hybridft.training import FitResult, fit
 
-# Linear probing with Adam: a larger step than fine-tuning since only a freshly initialised head moves (LP-FT's
-# own probe is a logistic regression solved to convergence; with SGD-style training 1e-3 is the usual choice).
-LP_LR = 1e-3
+# 3: the linear probe is a convex fit on cached features (`hybridft.probe`), its logits kept with the stage
+STAGE_FORMAT = 3  # bump when the artifact layout or the recorded cost changes (2: tokens, steps, FLOPs, curve)
 
-STAGE_FORMAT = 2  # bump when the artifact layout or the recorded cost changes (2: tokens, steps, FLOPs, curve)
+# The linear probe's Adam knobs, removed when the probe became a convex fit: what replaces each.
+REMOVED_LP_FIELDS = {
+    "lp_learning_rate": "the probe is fit to convergence by a convex solver (hybridft.probe), so it has no learning "
+    "rate; its L2 strength is chosen from lp_l2_grid",
+    "lp_epochs": "the probe is fit to convergence by a convex solver (hybridft.probe) on features computed once, so "
+    "it has no epochs; its L2 strength is chosen from lp_l2_grid (lp_folds: cross-validation folds without a dev "
+    "split)",
+    "lp_weight_decay": "the probe's L2 strength is chosen from lp_l2_grid on the dev split (or by lp_folds-fold "
+    "cross-validation)",
+}
+
+
+def removed_field_error(owner: str, name: str) -> ValueError:
+    return ValueError(f"{owner}.{name} was removed: {REMOVED_LP_FIELDS[name]}")
 
 
 @dataclass(frozen=True)
 class StageFields:
     """Settings of the LP and LP-FT teacher stages, shared by every method built on them.
 
-    ``lp_epochs`` / ``ft_epochs`` None → the run's ``epochs``.
+    ``lp_l2_grid``: the probe's candidate L2 strengths, ``lp_folds``: its cross-validation folds where the run has
+    no dev split (`hybridft.probe`); ``ft_epochs`` None → the run's ``epochs``.
     """
 
-    lp_learning_rate: float = LP_LR
-    lp_epochs: float | None = None
-    lp_weight_decay: float = 0.0
+    lp_l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
+    lp_folds: int = DEFAULT_FOLDS
     ft_learning_rate: float = FULL_FT_LR
     ft_epochs: float | None = None
     ft_weight_decay: float = FULL_FT_WEIGHT_DECAY
     ft_warmup_ratio: float = FULL_FT_WARMUP
+    removed_fields: ClassVar[dict[str, str]] = REMOVED_LP_FIELDS
 
     def validate_stages(self) -> None:
         check_stage_fields(self)
 
+    def probe_settings(self, seed: int) -> ProbeSettings:
+        return probe_settings(self, seed)
+
+
+def probe_settings(settings, seed: int) -> ProbeSettings:
+    """The `ProbeSettings` of ``settings``' ``lp_l2_grid`` and ``lp_folds`` (a `StageFields` or the trainer's
+    arguments) with ``seed``."""
+    return ProbeSettings(l2_grid=tuple(settings.lp_l2_grid), folds=settings.lp_folds, seed=seed)
+
 
 def check_stage_fields(settings) -> None:
     """ValueError naming the teacher-stage field of ``settings`` (`StageFields` or `HybridTrainingArguments`) that
-    is out of range."""
+    is out of range. A list ``lp_l2_grid`` becomes a tuple (a TOML/JSON override), so the config stays hashable."""
     owner = type(settings).__name__
-    for name in ("lp_learning_rate", "ft_learning_rate"):
-        if not getattr(settings, name) > 0:
-            raise ValueError(f"{owner}.{name} must be > 0, got {getattr(settings, name)}")
-    for name in ("lp_epochs", "ft_epochs"):
-        value = getattr(settings, name)
-        if value is not None and not value > 0:
-            raise ValueError(f"{owner}.{name} must be None (the training epochs) or > 0, got {value}")
-    for name in ("lp_weight_decay", "ft_weight_decay"):
-        if getattr(settings, name) < 0:
-            raise ValueError(f"{owner}.{name} must be >= 0, got {getattr(settings, name)}")
+    grid = settings.lp_l2_grid
+    if isinstance(grid, (str, bytes)) or not hasattr(grid, "__iter__"):
+        raise ValueError(f"{owner}.lp_l2_grid must be a list of numbers > 0, got {grid!r}")
+    object.__setattr__(settings, "lp_l2_grid", tuple(grid))
+    try:
+        ProbeSettings(l2_grid=tuple(grid), folds=settings.lp_folds)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("ProbeSettings.l2_grid", f"{owner}.lp_l2_grid")
+                         .replace("ProbeSettings.folds", f"{owner}.lp_folds")) from None  # fmt: skip
+    if not settings.ft_learning_rate > 0:
+        raise ValueError(f"{owner}.ft_learning_rate must be > 0, got {settings.ft_learning_rate}")
+    if settings.ft_epochs is not None and not settings.ft_epochs > 0:
+        raise ValueError(f"{owner}.ft_epochs must be None (the training epochs) or > 0, got {settings.ft_epochs}")
+    if settings.ft_weight_decay < 0:
+        raise ValueError(f"{owner}.ft_weight_decay must be >= 0, got {settings.ft_weight_decay}")
     if not 0.0 <= settings.ft_warmup_ratio < 1.0:
         raise ValueError(f"{owner}.ft_warmup_ratio must be in [0, 1), got {settings.ft_warmup_ratio}")
 
 
 @dataclass
 class Teachers:
-    """θ_pre and θ_fine (frozen copies are up to the caller) and the cost of the stages that made them."""
+    """θ_pre and θ_fine (frozen copies are up to the caller) and the cost of the stages that made them.
+
+    ``pre_logits``: θ_pre's rows on the training features, from the probe (None for a causal LM); ``probe``: the
+    probe's record (`hybridft.probe.ProbeResult.record`)."""
 
     pre: torch.nn.Module
     fine: torch.nn.Module
     fits: list[FitResult]
+    pre_logits: Any = None
+    probe: dict | None = None
+
+
+@dataclass
+class Probed:
+    """The LP stage's output: θ_pre, its cost, its stage key, the probe's record and θ_pre's training rows."""
+
+    model: torch.nn.Module
+    fit: FitResult
+    key: str
+    record: dict = field(default_factory=dict)
+    logits: Any = None
 
 
 def stable_hash(data: dict) -> str:
@@ -110,38 +157,48 @@ def atomic_dir(target: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save(model: torch.nn.Module, result: FitResult, key_data: dict, target: Path) -> None:
-    from safetensors.torch import save_model
+def _save(model: torch.nn.Module, result: FitResult, key_data: dict, target: Path, extra=None) -> None:
+    from safetensors.torch import save_file, save_model
 
     with atomic_dir(target) as tmp:
         save_model(model, str(tmp / "model.safetensors"))  # tied weights (an LM's head) are stored once
         meta = {"config": key_data, "fit": result.to_dict()}
+        if extra is not None:
+            record, tensors = extra
+            meta["extra"] = record
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "extra.safetensors"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=repr))
 
 
-def _load(build_fn, path: Path) -> tuple[torch.nn.Module, FitResult]:
-    from safetensors.torch import load_model
+def _load(build_fn, path: Path, with_extra: bool = False):
+    from safetensors.torch import load_file, load_model
 
     meta = json.loads((path / "meta.json").read_text())
     model = build_fn()
     load_model(model, str(path / "model.safetensors"), strict=True)
-    return model, FitResult(**meta["fit"])
+    if not with_extra:
+        return model, FitResult(**meta["fit"])
+    return model, FitResult(**meta["fit"]), (meta["extra"], load_file(str(path / "extra.safetensors")))
 
 
-def stored_stage(cache_dir: Path, stage: str, key_data: dict, train_fn, build_fn):
+def stored_stage(cache_dir: Path, stage: str, key_data: dict, train_fn, build_fn, *, with_extra: bool = False):
     """Load stage ``stage`` with config ``key_data`` from ``cache_dir/stages`` into ``build_fn()`` (a model of the
-    same architecture), or run ``train_fn() -> (model, FitResult)`` and store it. Returns (model, FitResult, key)."""
+    same architecture), or run ``train_fn() -> (model, FitResult)`` and store it. Returns (model, FitResult, key).
+
+    ``with_extra``: ``train_fn`` returns (model, FitResult, (record dict, {name: tensor})) and so does the stage,
+    kept beside the weights (the probe's record and θ_pre's logits): (model, FitResult, key, extra)."""
     from hybridft.claims import claimed
 
     key = stable_hash({"format": STAGE_FORMAT, **key_data})
     path = Path(cache_dir) / "stages" / f"{stage}-{key}"
     with claimed(path, (path / "meta.json").is_file) as mine:  # concurrent workers: one trains, the others wait
         if not mine:
-            return (*_load(build_fn, path), key)
-        model, result = train_fn()
+            loaded = _load(build_fn, path, with_extra)
+            return (*loaded[:2], key, *loaded[2:])
+        model, result, *extra = train_fn()
         if _rank() == 0:
-            _save(model, result, key_data, path)
-    return model, result, key
+            _save(model, result, key_data, path, extra[0] if with_extra else None)
+    return (model, result, key, *extra)
 
 
 def cached_stage(ctx: TrainContext, stage: str, key_data: dict, train_fn) -> tuple[torch.nn.Module, FitResult, str]:
@@ -160,61 +217,47 @@ def _base_key(ctx: TrainContext) -> dict:
     }
 
 
-@contextlib.contextmanager
-def frozen_encoder_in_eval_mode(model: torch.nn.Module):
-    """Keep the encoder (``model.base_model``) in eval mode while the Trainer puts the model in train mode.
+def probe_stage(cache_dir: Path, stage: str, key_data: dict, build_fn, features, collator, *, kind: str,
+                settings: ProbeSettings, batch_size: int, dev_features=None, progress: bool = False,
+                device=None) -> Probed:  # fmt: skip
+    """The LP stage, cached: ``build_fn()``'s head fit by the convex probe (`hybridft.probe.linear_probe_model`) on
+    ``features`` (λ chosen on ``dev_features`` when given, else by cross-validation). The key holds the probe's
+    settings and the dev features' hash."""
+    from hybridft.distill import TeacherLogits, features_hash
+    from hybridft.probe import linear_probe_model
 
-    A linear probe trains the head on the frozen encoder's features; with the encoder in train mode its dropout
-    would noise those features (and the probe would fit noisy features it never sees at inference). Only the
-    head's own dropout stays active. `Trainer.training_step` calls ``model.train()`` every step, so the encoder's
-    ``train`` is pinned to eval for the duration of the block and restored afterwards.
-    """
-    import types
+    key_data = {**key_data, "probe": settings.key(), "probe_seed": settings.seed,
+                "dev": None if dev_features is None else features_hash(dev_features)}  # fmt: skip
 
-    encoder = model.base_model
-    encoder.train = types.MethodType(lambda self, mode=True: torch.nn.Module.train(self, False), encoder)
-    encoder.eval()
-    try:
-        yield
-    finally:
-        del encoder.train
-        model.train(model.training)
+    def train():
+        model = build_fn()
+        result, probed = linear_probe_model(model, features, collator, kind=kind, batch_size=batch_size,
+                                            dev_features=dev_features, settings=settings, progress=progress,
+                                            device=device, stage=stage)  # fmt: skip
+        tensors = {"logits_values": probed.logits.values, "logits_offsets": probed.logits.offsets}
+        return model, result, (probed.record(), tensors)
+
+    model, result, key, (record, tensors) = stored_stage(cache_dir, stage, key_data, train, build_fn,
+                                                         with_extra=True)  # fmt: skip
+    for param in model.parameters():
+        param.requires_grad_(True)
+    logits = TeacherLogits(tensors["logits_values"], tensors["logits_offsets"], width=record["width"])
+    return Probed(model, result, key, record, logits)
 
 
-def linear_probe(ctx: TrainContext, learning_rate: float, epochs: float | None, weight_decay: float):
-    """Stage 1: θ_pre, the head trained on the frozen encoder. Returns (model, FitResult, stage key)."""
+def linear_probe(ctx: TrainContext, settings: ProbeSettings) -> Probed:
+    """Stage 1: θ_pre, the head fit to convergence on the frozen encoder's features (`hybridft.probe`); λ on the
+    run's dev split when it has one, else by cross-validation."""
     if ctx.task.kind == "causal_lm":
         raise ValueError(
             f"task {ctx.task.name!r} is a causal LM: its pretrained head already speaks, so there is no linear-probe "
             "stage (lp and lp_ft do not apply; hybrid, kd_pre, kd_fine and wise_ft use the pretrained LM as θ_pre)"
         )
+    from hybridft.methods.hybrid import _compute_device
 
-    spec = ctx.spec(learning_rate, epochs, weight_decay=weight_decay)
-    key_data = {"stage": "lp", **_base_key(ctx), "spec": spec.__dict__}
-
-    def train():
-        model = ctx.build_model()
-        return model, train_head_only(model, ctx.train_features, ctx.collator(), spec, ctx.fit_kwargs("lp"))
-
-    model, result, key = cached_stage(ctx, "lp", key_data, train)
-    for param in model.parameters():
-        param.requires_grad_(True)
-    return model, result, key
-
-
-def train_head_only(model: torch.nn.Module, features, collator, spec, fit_kwargs: dict) -> FitResult:
-    """Linear probing in place: only the task head trains, on the frozen encoder's features (kept in eval mode).
-    Every parameter is trainable again afterwards."""
-    from hybridft.models import head_parameter_names
-
-    head = set(head_parameter_names(model))
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in head)
-    with frozen_encoder_in_eval_mode(model):
-        result = fit(model, features, collator, spec, **fit_kwargs)
-    for param in model.parameters():
-        param.requires_grad_(True)
-    return result
+    return probe_stage(ctx.cache_dir, "lp", {"stage": "lp", **_base_key(ctx)}, ctx.build_model, ctx.train_features,
+                       ctx.collator(), kind=ctx.task.kind, settings=settings, batch_size=ctx.run.eval_batch_size,
+                       dev_features=ctx.dev_features, progress=ctx.progress, device=_compute_device())  # fmt: skip
 
 
 def train_all_weights(model: torch.nn.Module, features, collator, spec, fit_kwargs: dict) -> FitResult:
@@ -264,6 +307,7 @@ def teachers(ctx: TrainContext, fields: StageFields) -> Teachers:
             ctx, fields.ft_learning_rate, fields.ft_epochs, fields.ft_weight_decay, fields.ft_warmup_ratio
         )
         return Teachers(pre=ctx.build_model(), fine=fine, fits=[ft_result])
-    pre, lp_result, lp_key = linear_probe(ctx, fields.lp_learning_rate, fields.lp_epochs, fields.lp_weight_decay)
-    fine, ft_result, _ = fine_tune_from(ctx, pre, lp_key, fields)
-    return Teachers(pre=pre, fine=fine, fits=[lp_result, ft_result])
+    probed = linear_probe(ctx, fields.probe_settings(ctx.run.seed))
+    fine, ft_result, _ = fine_tune_from(ctx, probed.model, probed.key, fields)
+    return Teachers(pre=probed.model, fine=fine, fits=[probed.fit, ft_result], pre_logits=probed.logits,
+                    probe=probed.record)  # fmt: skip

@@ -36,6 +36,7 @@ from hybridft.methods import TrainContext, Trained, get_method
 from hybridft.methods.base import FULL_FT_LR, FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY
 from hybridft.methods.peft_methods import AdapterMethodConfig, LoraMethodConfig
 from hybridft.methods.plain import PlainConfig
+from hybridft.stages import REMOVED_LP_FIELDS
 from hybridft.trainer_args import HybridTrainingArguments
 from hybridft.training import FitResult
 from hybridft.user_data import (
@@ -62,7 +63,7 @@ HYBRID_FLAGS = {
     "gamma": _NON_NEGATIVE,
     "temperature": _POSITIVE,
     "ce_weight": _NON_NEGATIVE,
-    "lp_epochs": _POSITIVE,
+    "lp_folds": (lambda v: v >= 2, "an integer >= 2"),
     "ft_epochs": _POSITIVE,
     "ft_learning_rate": _POSITIVE,
     "teacher_cache_dir": None,
@@ -146,7 +147,7 @@ def _lora(job: Job) -> Trained:
 _HYBRID_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(HybridTrainingArguments)
-    if f.name not in {g.name for g in dataclasses.fields(TrainingArguments)}
+    if f.name not in {g.name for g in dataclasses.fields(TrainingArguments)} and f.name not in REMOVED_LP_FIELDS
 )
 
 
@@ -177,7 +178,7 @@ def _hybrid(job: Job) -> Trained:
         [*trainer.teacher_fits, student],
         trainable,
         total,
-        extra={"settings": settings, "teachers": teachers},
+        extra={"settings": settings, "teachers": teachers, "teacher_scores": trainer.teacher_scores},
     )
 
 
@@ -454,6 +455,7 @@ def _record(job: Job, trained: Trained, metrics: dict, sources: dict, saved: lis
         "stages": [fit.to_dict() for fit in trained.fits],
         "compute": compute(trained.fits),
         "teachers": trained.extra.get("teachers"),
+        "teacher_scores": trained.extra.get("teacher_scores"),
         "outputs": [*saved, "metrics.json", "predictions.jsonl", "record.json", "README.md"],
         "provenance": provenance.collect(),
     }

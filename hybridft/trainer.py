@@ -10,8 +10,9 @@
 What it does at construction, before `train` (DESIGN.md §1):
 
 1. θ_pre: ``model`` itself for a causal LM (its head already speaks); for a model with a task head, ``model`` after a
-   linear probe (the head trained on the frozen encoder, `hybridft.stages.train_head_only`), since a random head
-   gives the pretrained teacher nothing to say.
+   linear probe (the head fit to convergence on the frozen encoder's features by a convex solver, its L2 strength
+   chosen by ``lp_folds``-fold cross-validation over ``lp_l2_grid``, `hybridft.probe`), since a random head gives
+   the pretrained teacher nothing to say. The probe's features give θ_pre's teacher rows by one matmul.
 2. θ_fine: ``fine_tuned_model`` (a model or a folder) if given, else every weight fine-tuned from θ_pre (LP-FT; for a
    causal LM from the pretrained LM), by the recipe the bench uses (``ft_*`` arguments). Both stages are cached
    under ``teacher_cache_dir`` by the hash of the starting weights, the training features and the stage's settings,
@@ -158,7 +159,8 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
     ``prepared``: `Prepared` teachers (the bench); ``model`` is then the student itself.
 
     After construction ``teacher_fits`` lists the cost of every teacher stage and pass (`FitResult`, cached stages at
-    their recorded cost) and ``teacher_provenance`` says where each teacher came from.
+    their recorded cost), ``teacher_provenance`` says where each teacher came from, and ``teacher_scores`` how good
+    each teacher is (`hybridft.teacher_quality`; a weak θ_pre is logged as a warning).
     """
 
     def __init__(
@@ -184,6 +186,8 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
             raise ValueError("HybridTrainer needs args= (a HybridTrainingArguments)")
         self.teacher_fits: list[FitResult] = []
         self.teacher_provenance: dict[str, Any] = {}
+        self.teacher_scores: dict[str, Any] | None = None
+        self._probe = None  # the LP stage's `Probed` (θ_pre's rows on the training features, its record)
         self.task_type: str | None = getattr(args, "task_type", None)
         if prepared is None:
             from hybridft.trainer_args import HybridTrainingArguments
@@ -193,7 +197,16 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
             kind = self.task_type = args.task_type or infer_task_type(model)
             data_collator = data_collator or default_collator(kind, processing_class)
             model, train_dataset, data_collator, prepared = self._prepare(
-                model, fine_tuned_model, args, kind, train_dataset, unlabeled_dataset, data_collator, peft_config
+                model,
+                fine_tuned_model,
+                args,
+                kind,
+                train_dataset,
+                unlabeled_dataset,
+                data_collator,
+                peft_config,
+                eval_dataset,
+                compute_metrics,
             )
         elif fine_tuned_model is not None or unlabeled_dataset is not None or peft_config is not None:
             raise ValueError("with prepared= teachers, fine_tuned_model, unlabeled_dataset and peft_config are the "
@@ -215,7 +228,8 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
         self.model_accepts_loss_kwargs = False
 
     # ------------------------------------------------------------------------------------------------ building
-    def _prepare(self, model, fine, args, kind, train, unlabeled, collator, peft_config):
+    def _prepare(self, model, fine, args, kind, train, unlabeled, collator, peft_config, eval_dataset=None,
+                 compute_metrics=None):  # fmt: skip
         """Teachers, their cached rows, the student and the indexed distillation set (module docstring, 1–4)."""
         from hybridft.interpolate import check_compatible, interpolate_models
 
@@ -235,8 +249,14 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
                                  "response tokens, which its labels mark")  # fmt: skip
             features = with_unlabelled(train, unlabeled, rows)
         features = with_index(features)
+        if kind != "causal_lm":
+            from hybridft.teacher_quality import trainer_teacher_scores
+
+            self.teacher_scores = trainer_teacher_scores(pre, fine, self._probe, kind, train, eval_dataset, collator,
+                                                         compute_metrics, args)  # fmt: skip
         need = {"need_pre": args.beta > 0, "need_fine": args.gamma > 0}
-        pre_rows, fine_rows = self._teacher_rows(pre, fine, features, collator, rows, kind, args, cache, need)
+        pre_rows, fine_rows = self._teacher_rows(pre, fine, features, collator, rows, kind, args, cache, need,
+                                                 probe_rows=unlabeled is None)  # fmt: skip
         student = interpolate_models(pre, fine, args.alpha)
         loss_fn = loss_for(kind)
         if kind == "causal_lm":
@@ -257,7 +277,7 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
 
     def _teachers(self, model, fine, args, kind, train, collator, cache: Path):
         """(θ_pre, θ_fine): built and cached stages, or the given θ_fine (module docstring, 1–2)."""
-        from hybridft.stages import stored_stage, train_all_weights, train_head_only
+        from hybridft.stages import probe_settings, probe_stage, stored_stage, train_all_weights
 
         progress = not args.disable_tqdm
         scratch = Path(args.output_dir) / "teachers"
@@ -286,9 +306,15 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
             pre, pre_key = model, base_key["model"]
             self.teacher_provenance["pre"] = "the model as given (a causal LM's head already speaks)"
         else:
-            lp = spec(args.lp_learning_rate, args.lp_epochs, weight_decay=args.lp_weight_decay)
-            pre, pre_key = stage("lp", lp, model, train_head_only)
-            self.teacher_provenance["pre"] = "stage lp: the model with its head linear-probed"
+            settings = probe_settings(args, args.seed)
+            self._probe = probe_stage(cache, "lp", {**base_key, "stage": "lp"}, lambda: copy.deepcopy(model), train,
+                                      collator, kind=kind, settings=settings,
+                                      batch_size=args.per_device_eval_batch_size, progress=progress,
+                                      device=args.device)  # fmt: skip
+            pre, pre_key = self._probe.model, self._probe.key
+            self.teacher_fits.append(self._probe.fit)
+            self.teacher_provenance["lp"] = {"stage_key": pre_key, "probe": self._probe.record}
+            self.teacher_provenance["pre"] = "stage lp: the model with its head fit by the convex probe"
         if fine is None:
             ft = spec(args.ft_learning_rate, args.ft_epochs, weight_decay=args.ft_weight_decay,
                       warmup_ratio=args.ft_warmup_ratio)  # fmt: skip
@@ -304,21 +330,27 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
         self.teacher_provenance["cache_dir"] = str(cache)
         return pre, fine
 
-    def _teacher_rows(self, pre, fine, features, collator, rows, kind, args, cache, need):
-        """Each needed teacher's cached rows on ``features`` (run on the training device, then back on the CPU)."""
-        from hybridft.methods.hybrid import assign_teachers, needed_teachers, teacher_pass_cost, teacher_passes
+    def _teacher_rows(self, pre, fine, features, collator, rows, kind, args, cache, need, probe_rows=False):
+        """Each needed teacher's cached rows on ``features`` (run on the training device, then back on the CPU).
+        ``probe_rows``: ``features`` are the training features, so θ_pre's rows are the probe's."""
+        from hybridft.methods.hybrid import assign_teachers, needed_teachers, probe_teacher_rows, teacher_passes
+
+        def run(models):
+            return teacher_passes(models, features, collator, rows, device=args.device, cache_dir=cache,
+                                  key_data={"kind": kind}, batch_size=args.per_device_eval_batch_size,
+                                  progress=not args.disable_tqdm)  # fmt: skip
+
+        if kind != "causal_lm":
+            pre_logits = self._probe.logits if probe_rows and self._probe is not None else None
+            pre_rows, fine_rows, cost = probe_teacher_rows(run, features, pre, fine, **need, pre_logits=pre_logits)
+            self.teacher_fits.append(cost)
+            return pre_rows, fine_rows
+        from hybridft.lm_distill import response_fraction, teacher_hidden_cost
 
         needed = needed_teachers(pre, fine, **need)
-        computed, seconds = teacher_passes(needed, features, collator, rows, device=args.device, cache_dir=cache,
-                                           key_data={"kind": kind}, batch_size=args.per_device_eval_batch_size,
-                                           progress=not args.disable_tqdm)  # fmt: skip
-        if kind == "causal_lm":
-            from hybridft.lm_distill import response_fraction, teacher_hidden_cost
-
-            _, tokens = response_fraction(features)
-            self.teacher_fits.append(teacher_hidden_cost(needed[0], len(features), tokens, len(needed), seconds))
-        else:
-            self.teacher_fits.append(teacher_pass_cost(features, needed, seconds))
+        computed, seconds = run(needed)
+        _, tokens = response_fraction(features)
+        self.teacher_fits.append(teacher_hidden_cost(needed[0], len(features), tokens, len(needed), seconds))
         return assign_teachers(computed, **need)
 
     # ------------------------------------------------------------------------------------------------ training

@@ -15,7 +15,8 @@ from transformers import TrainingArguments
 
 from hybridft.methods.base import FULL_FT_LR, FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY
 from hybridft.methods.hybrid import LOSS_BACKENDS, check_loss_fields
-from hybridft.stages import LP_LR, check_stage_fields
+from hybridft.probe import DEFAULT_FOLDS, DEFAULT_L2_GRID
+from hybridft.stages import REMOVED_LP_FIELDS, check_stage_fields, removed_field_error
 from hybridft.tasks.base import KINDS as TASK_TYPES
 
 
@@ -49,13 +50,20 @@ class HybridTrainingArguments(TrainingArguments):
             "inputs (default: $HYBRIDFT_CACHE_DIR, else ~/.cache/hybridft/trainer)."
         },
     )
-    lp_learning_rate: float = field(
-        default=LP_LR, metadata={"help": "Learning rate of the linear probe that gives θ_pre its task head."}
+    lp_l2_grid: list[float] = field(
+        default_factory=lambda: list(DEFAULT_L2_GRID),
+        metadata={
+            "help": "Candidate L2 strengths of the linear probe that gives θ_pre its task head (a convex fit "
+            "to convergence on the frozen encoder's features); one is chosen by cross-validation."
+        },
     )
-    lp_epochs: float | None = field(
-        default=None, metadata={"help": "Epochs of the linear probe (default: num_train_epochs)."}
+    lp_folds: int = field(
+        default=DEFAULT_FOLDS, metadata={"help": "Cross-validation folds that choose the probe's L2 strength (>= 2)."}
     )
-    lp_weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the linear probe."})
+    # Removed with the convex probe: set, each is refused with what replaces it (REMOVED_LP_FIELDS).
+    lp_learning_rate: float | None = field(default=None, metadata={"help": "Removed: see lp_l2_grid."})
+    lp_epochs: float | None = field(default=None, metadata={"help": "Removed: see lp_l2_grid."})
+    lp_weight_decay: float | None = field(default=None, metadata={"help": "Removed: see lp_l2_grid."})
     ft_learning_rate: float = field(
         default=FULL_FT_LR, metadata={"help": "Learning rate of the full fine-tune that builds θ_fine from θ_pre."}
     )
@@ -75,7 +83,11 @@ class HybridTrainingArguments(TrainingArguments):
         if self.task_type is not None and self.task_type not in TASK_TYPES:
             raise ValueError(f"HybridTrainingArguments.task_type must be None or one of {TASK_TYPES}, got "
                              f"{self.task_type!r}")  # fmt: skip
+        for name in REMOVED_LP_FIELDS:
+            if getattr(self, name) is not None:
+                raise removed_field_error(type(self).__name__, name)
         check_stage_fields(self)
+        self.lp_l2_grid = list(self.lp_l2_grid)
 
     def loss_kwargs(self) -> dict:
         """The keyword arguments of `hybrid_kd_loss` in weight-mix mode (the loss's own α, the output mix, is 0)."""

@@ -33,6 +33,8 @@ class MethodConfig:
     learning_rate: float = FULL_FT_LR
     weight_decay: float = FULL_FT_WEIGHT_DECAY
     warmup_ratio: float = FULL_FT_WARMUP
+    # fields a config once had → what replaces each (an override naming one is refused with that text)
+    removed_fields: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,6 +53,9 @@ class MethodConfig:
     def from_overrides(cls, overrides: Mapping[str, Any]) -> MethodConfig:
         """The defaults with ``overrides`` applied; an unknown name raises ValueError listing the known ones."""
         known = [f.name for f in dataclasses.fields(cls)]
+        removed = sorted(set(overrides) & set(cls.removed_fields))
+        if removed:
+            raise ValueError(f"{cls.__name__}.{removed[0]} was removed: {cls.removed_fields[removed[0]]}")
         unknown = sorted(set(overrides) - set(known))
         if unknown:
             raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}; known fields: {', '.join(known)}")
@@ -73,6 +78,9 @@ class TrainContext:
     cache_dir: Path
     progress: bool = True
     log_dir: Path | None = None  # TensorBoard event files go to log_dir/<stage> when set
+    # the dev split preprocessed for training (labels on): the probe chooses its L2 strength on it (None: by
+    # cross-validation on the training features)
+    dev_features: Any = None
 
     def fit_kwargs(self, stage: str) -> dict[str, Any]:
         """The keyword arguments of `hybridft.training.fit` that place one stage: scratch, logs, progress, name."""
@@ -125,6 +133,9 @@ class Trained:
     trainable_params: int
     total_params: int
     extra: dict = field(default_factory=dict)
+    # the method's teachers (`hybridft.stages.Teachers`: θ_pre, θ_fine or None), scored into the record's
+    # teacher_scores; None for a method that builds none
+    teachers: Any = None
 
     @property
     def train_time_s(self) -> float:

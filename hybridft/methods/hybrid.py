@@ -265,17 +265,40 @@ def cached_teacher_passes(ctx: TrainContext, features, rows, models) -> tuple[li
                           key_data=ctx.data_key, batch_size=ctx.run.eval_batch_size, progress=ctx.progress)  # fmt: skip
 
 
-def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool, need_fine: bool):
+def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool, need_fine: bool,
+                 pre_logits=None):  # fmt: skip
     """Cached teacher logits of θ_pre and θ_fine on ``features``; a teacher whose weight is 0 is not run (the
-    other's rows stand in, multiplied by 0). Returns (pre_logits, fine_logits, FitResult of their cost)."""
+    other's rows stand in, multiplied by 0). ``pre_logits``: θ_pre's rows on exactly ``features`` from the probe
+    (`hybridft.stages.Teachers.pre_logits`), so θ_pre is not run. Returns (pre_logits, fine_logits, FitResult of
+    their cost)."""
+    return probe_teacher_rows(
+        lambda models: cached_teacher_passes(ctx, features, rows, models),
+        features, pre, fine, need_pre=need_pre, need_fine=need_fine, pre_logits=pre_logits,
+    )  # fmt: skip
+
+
+def probe_teacher_rows(run_passes, features, pre, fine, *, need_pre: bool, need_fine: bool, pre_logits=None):
+    """`teacher_rows` given ``run_passes(models) -> (rows per model, seconds)``: θ_pre's rows come from
+    ``pre_logits`` when given (one matmul already done by the probe, counted here at 2·H·C per row), and only the
+    teachers left are run. The bench's methods and `hybridft.HybridTrainer` share it."""
+    if pre_logits is not None and need_pre:
+        if len(pre_logits) != len(features):
+            raise ValueError(f"the probe's θ_pre rows cover {len(pre_logits)} features, the distillation set has "
+                             f"{len(features)}: pass pre_logits only for the training features themselves")  # fmt: skip
+        run = [fine] if need_fine else []
+        computed, seconds = run_passes(run) if run else ([], 0.0)
+        fine_logits = computed[0] if need_fine else pre_logits
+        head_flops = 2.0 * pre_logits.values.numel() * pre_logits.width
+        return pre_logits, fine_logits, teacher_pass_cost(features, run, seconds, extra_flops=head_flops)
     needed = needed_teachers(pre, fine, need_pre=need_pre, need_fine=need_fine)
-    computed, seconds = cached_teacher_passes(ctx, features, rows, needed)
-    pre_logits, fine_logits = assign_teachers(computed, need_pre=need_pre, need_fine=need_fine)
-    return pre_logits, fine_logits, teacher_pass_cost(features, needed, seconds)
+    computed, seconds = run_passes(needed)
+    pre_rows, fine_rows = assign_teachers(computed, need_pre=need_pre, need_fine=need_fine)
+    return pre_rows, fine_rows, teacher_pass_cost(features, needed, seconds)
 
 
-def teacher_pass_cost(features, models, seconds: float) -> FitResult:
-    """The cost of one forward pass of each of ``models`` over ``features`` (their non-padding tokens, 2·P each)."""
+def teacher_pass_cost(features, models, seconds: float, extra_flops: float = 0.0) -> FitResult:
+    """The cost of one forward pass of each of ``models`` over ``features`` (their non-padding tokens, 2·P each),
+    plus ``extra_flops`` (θ_pre's rows from the probe's features)."""
     from hybridft.batching import feature_lengths
     from hybridft.compute import pass_parameters
 
@@ -287,7 +310,7 @@ def teacher_pass_cost(features, models, seconds: float) -> FitResult:
         training_loss=0.0,
         stage="teacher_logits",
         forward_tokens=tokens * len(models),
-        flops=float(flops),
+        flops=float(flops + extra_flops),
     )
 
 
@@ -325,6 +348,7 @@ class Hybrid(Method):
             pair.fine,
             need_pre=config.beta > 0 or self.output_mix,
             need_fine=config.gamma > 0,
+            pre_logits=pair.pre_logits if unlabelled is None else None,  # the probe's rows: the training features
         )
         alpha, alpha_fits, alpha_record = self.choose_alpha(ctx, pair, config)
         student = self.initial_student(pair, config, alpha)
@@ -349,7 +373,8 @@ class Hybrid(Method):
         extra = {} if unlabelled is None else {"unlabeled": unlabelled.to_dict()}
         if alpha_record is not None:
             extra["alpha"] = alpha_record
-        return Trained(model=model, fits=fits, trainable_params=trainable, total_params=total, extra=extra)
+        return Trained(model=model, fits=fits, trainable_params=trainable, total_params=total, extra=extra,
+                       teachers=pair)  # fmt: skip
 
     def check_alpha_for(self, ctx: TrainContext, config: HybridConfig) -> None:
         """ValueError, before any stage trains, when ``config.alpha`` cannot apply to this run: anything but a

@@ -1,22 +1,25 @@
 """`plain_matched`: plain fine-tuning given the training compute of the `hybrid` pipeline.
 
-The hybrid method trains more than `plain`: an LP stage, an LP-FT teacher, one forward pass of each teacher over
-the training set, then the distilled student. A table that sets hybrid beside a plain run of the student's epochs
+The hybrid method trains more than `plain`: an LP stage, an LP-FT teacher, a forward pass of θ_fine over the
+training set, then the distilled student. A table that sets hybrid beside a plain run of the student's epochs
 compares unequal budgets. `plain_matched` is the same recipe as `plain` (from the same random head, with the same
 learning rate, warmup and batches), trained for as many epochs as make its estimated FLOPs (`hybridft.compute`)
 equal to the hybrid pipeline's on the same features:
 
-    E_matched = E_lp · F_lp / F_full + E_ft + r · (n_teachers · F_fwd / F_full + E_student)
+    E_matched = F_fwd / F_full + E_ft + r · (n_teachers · F_fwd / F_full + E_student)
 
-where F_full = 6·P per token (full fine-tuning), F_lp = 2·P + 4·P_head (linear probe), F_fwd = 2·P (a teacher pass),
-all counted on the model itself, and r = 1, or with unlabelled inputs (``unlabeled_split``) the tokens of the
-distillation inputs (training + unlabelled) ÷ those of the training features. Every other stage of both pipelines
-runs over the same training features, so tokens per epoch cancel; the run record carries both methods' measured
-``train_flops``, and the tables show their ratio.
+where F_full = 6·P per token (full fine-tuning) and F_fwd = 2·P (a forward pass), counted on the model itself. The
+first term is the linear probe: one forward pass over the training features (`hybridft.probe`; its convex fit and
+the dev split's pass, together well under 1 % of the pipeline, are left out). n_teachers is the teacher passes over
+the distillation inputs: 1 (θ_fine; θ_pre's rows are the probe's matmul), or 2 with unlabelled inputs, which θ_pre
+must run over too. r = 1, or with unlabelled inputs (``unlabeled_split``) the tokens of the distillation inputs
+(training + unlabelled) ÷ those of the training features. Every other stage of both pipelines runs over the same
+training features, so tokens per epoch cancel; the run record carries both methods' measured ``train_flops``, and
+the tables show their ratio.
 
 Why more epochs rather than more data: the training subset is part of the comparison (every method sees the same
 examples); spending the extra compute on more passes over them is the only way plain can use it without seeing
-data hybrid never saw. The stage fields mirror the hybrid config's (``lp_epochs``, ``ft_epochs``, ``teacher_passes``,
+data hybrid never saw. The stage fields mirror the hybrid config's (``ft_epochs``, ``teacher_passes``,
 ``student_epochs``) so a profile that changes hybrid's stages sets the same values here (a profile test checks it).
 """
 
@@ -37,16 +40,16 @@ if TYPE_CHECKING:
 class MatchedFields:
     """The stages of the hybrid pipeline a compute-matched baseline is sized after (`check_matched_fields`).
 
-    ``lp_epochs``, ``ft_epochs``, ``student_epochs``: the hybrid stages' epochs (None → the run's epochs);
-    ``teacher_passes``: forward passes of teachers over the training set (2 for hybrid: θ_pre and θ_fine);
+    ``ft_epochs``, ``student_epochs``: the hybrid stages' epochs (None → the run's epochs);
+    ``teacher_passes``: forward passes of teachers over the distillation inputs (None: as hybrid runs them, 1 for
+    θ_fine, 2 with unlabelled inputs, over which θ_pre runs too);
     ``unlabeled_split`` / ``unlabeled_size``: the hybrid run's unlabelled inputs (`HybridConfig`), over which its
     teacher passes and student also run: their tokens are counted, never trained on here.
     """
 
-    lp_epochs: float | None = None
     ft_epochs: float | None = None
     student_epochs: float | None = None
-    teacher_passes: int = 2
+    teacher_passes: int | None = None
     unlabeled_split: str | None = None
     unlabeled_size: int | None = None
 
@@ -65,12 +68,14 @@ def check_matched_fields(settings) -> None:
     """ValueError naming the stage field of a compute-matched config (`PlainMatchedConfig`, `LoraMatchedConfig`)
     that is out of range."""
     owner = type(settings).__name__
-    for name in ("lp_epochs", "ft_epochs", "student_epochs"):
+    for name in ("ft_epochs", "student_epochs"):
         value = getattr(settings, name)
         if value is not None and not value > 0:
             raise ValueError(f"{owner}.{name} must be None (the run's epochs) or > 0, got {value}")
-    if not (isinstance(settings.teacher_passes, int) and settings.teacher_passes >= 0):
-        raise ValueError(f"{owner}.teacher_passes must be an integer >= 0, got {settings.teacher_passes!r}")
+    passes = settings.teacher_passes
+    if passes is not None and (isinstance(passes, bool) or not isinstance(passes, int) or passes < 0):
+        raise ValueError(f"{owner}.teacher_passes must be None (as hybrid runs them) or an integer >= 0, got "
+                         f"{passes!r}")  # fmt: skip
     if settings.unlabeled_size is not None and (not isinstance(settings.unlabeled_size, int)
                                                 or settings.unlabeled_size < 1):  # fmt: skip
         raise ValueError(f"{owner}.unlabeled_size must be None or an integer >= 1, got {settings.unlabeled_size!r}")
@@ -91,19 +96,29 @@ def pass_with_only(model, trainable) -> PassParameters:
             p.requires_grad_(flags[name])
 
 
+def teacher_pass_count(config) -> int:
+    """Teacher forward passes over the distillation inputs: ``config.teacher_passes``, or as hybrid runs them (1,
+    θ_fine; 2 with unlabelled inputs)."""
+    if config.teacher_passes is not None:
+        return config.teacher_passes
+    return 1 if config.unlabeled_split is None else 2
+
+
 def pipeline_epochs(config, run_epochs: float, ratio: float, *, train: PassParameters, probe: PassParameters) -> float:
-    """Epochs of the baseline's training pass (``train``) whose FLOPs equal a hybrid pipeline's: LP epochs at the
-    probe's cost, the fine-tuned teacher's epochs and the student's at the training pass's, ``config.teacher_passes``
-    forward passes; the teacher passes and the student over ``ratio`` × the training tokens."""
+    """Epochs of the baseline's training pass (``train``) whose FLOPs equal a hybrid pipeline's: the probe's one
+    forward pass over the training features (``probe``: the model it runs), the fine-tuned teacher's epochs and
+    the student's at the training pass's, `teacher_pass_count` forward passes; the teacher passes and the student
+    over ``ratio`` × the training tokens."""
 
     def epochs(value: float | None) -> float:
         return run_epochs if value is None else value
 
     f_train = train.train_flops_per_token
+    passes = teacher_pass_count(config)
     return (
-        epochs(config.lp_epochs) * probe.train_flops_per_token / f_train
+        probe.forward_flops_per_token / f_train
         + epochs(config.ft_epochs)
-        + ratio * (config.teacher_passes * train.forward_flops_per_token / f_train + epochs(config.student_epochs))
+        + ratio * (passes * train.forward_flops_per_token / f_train + epochs(config.student_epochs))
     )
 
 
@@ -112,12 +127,8 @@ def matched_epochs(model, config: PlainMatchedConfig, run_epochs: float, ratio: 
 
     ``ratio``: tokens of the distillation inputs (training + unlabelled) ÷ tokens of the training features;
     the teacher passes and the student run over the former, the LP and LP-FT teachers over the latter."""
-    from hybridft.models import head_parameter_names
-
-    head = set(head_parameter_names(model))
     full = pass_with_only(model, lambda name, p: True)
-    probe = pass_with_only(model, lambda name, p: name in head)
-    return pipeline_epochs(config, run_epochs, ratio, train=full, probe=probe)
+    return pipeline_epochs(config, run_epochs, ratio, train=full, probe=full)
 
 
 def train_matched(ctx: TrainContext, model, config, stage: str, target_epochs: float) -> Trained:

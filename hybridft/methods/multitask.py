@@ -37,8 +37,8 @@ from hybridft.methods.hybrid import (
     teacher_passes,
 )
 from hybridft.models import count_parameters
-from hybridft.multitask import JointData, MultiTaskModel, MultiTaskRows, check_tasks, joint_features
-from hybridft.stages import stored_stage, train_all_weights, train_head_only
+from hybridft.multitask import TASK_COLUMN, JointData, MultiTaskModel, MultiTaskRows, check_tasks, joint_features
+from hybridft.stages import stored_stage, train_all_weights
 from hybridft.training import FitResult
 
 DEFAULT_TASKS = ("sst2", "mrpc")
@@ -155,6 +155,32 @@ class PlainMultiTask(MultiTaskMethod):
         return _trained(ctx, model, [result], joint)
 
 
+def probe_each_task(ctx: TrainContext, model: MultiTaskModel, joint: JointData, settings) -> FitResult:
+    """The multi-task θ_pre: one convex probe per task head (`hybridft.probe`) on that task's rows of the joint
+    features, through the shared frozen encoder; λ by cross-validation (the joint features have no dev split).
+    Returns the summed cost as one FitResult."""
+    from hybridft.methods.hybrid import _compute_device
+    from hybridft.probe import linear_probe_model
+
+    fits = []
+    for index, name in enumerate(model.tasks):
+        rows = joint.features.filter(lambda ids, task=index: [i == task for i in ids], input_columns=TASK_COLUMN,
+                                     batched=True)  # fmt: skip
+        rows = rows.remove_columns(TASK_COLUMN)
+        fit, _ = linear_probe_model(model.models[name], rows, ctx.collator(), kind="classification",
+                                    batch_size=ctx.run.eval_batch_size, settings=settings, progress=ctx.progress,
+                                    device=_compute_device(), stage="mt_lp")  # fmt: skip
+        fits.append(fit)
+    return FitResult(
+        train_time_s=sum(f.train_time_s for f in fits),
+        samples=sum(f.samples for f in fits),
+        training_loss=sum(f.training_loss * f.samples for f in fits) / max(1, sum(f.samples for f in fits)),
+        stage="mt_lp",
+        forward_tokens=sum(f.forward_tokens for f in fits),
+        flops=sum(f.flops for f in fits),
+    )
+
+
 def multitask_teachers(ctx: TrainContext, config: HybridMultiTaskConfig, joint: JointData):
     """θ_pre (multi-task linear probe) and θ_fine (multi-task LP-FT from it), cached stages "mt_lp" and
     "mt_lp_ft". Returns (pre, fine, [lp FitResult, lp_ft FitResult], (lp key, lp_ft key))."""
@@ -162,14 +188,13 @@ def multitask_teachers(ctx: TrainContext, config: HybridMultiTaskConfig, joint: 
 
     build = _builder(ctx, joint.tasks)
     base = _base_key(ctx, joint)
-    lp_spec = ctx.spec(config.lp_learning_rate, config.lp_epochs, weight_decay=config.lp_weight_decay)
+    settings = config.probe_settings(ctx.run.seed)
 
     def train_lp():
         model = build()
-        result = train_head_only(model, joint.features, ctx.collator(), lp_spec, ctx.fit_kwargs("mt_lp"))
-        return model, _recounted(result, model, heads_only=True)
+        return model, probe_each_task(ctx, model, joint, settings)
 
-    lp_key_data = {"stage": "mt_lp", **base, "spec": lp_spec.__dict__}
+    lp_key_data = {"stage": "mt_lp", **base, "probe": settings.key()}
     pre, lp_result, lp_key = stored_stage(ctx.cache_dir, "mt_lp", lp_key_data, train_lp, build)
     ft_spec = ctx.spec(config.ft_learning_rate, config.ft_epochs, weight_decay=config.ft_weight_decay,
                        warmup_ratio=config.ft_warmup_ratio)  # fmt: skip

@@ -32,6 +32,7 @@ which has no LoRA-delta path.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -51,7 +52,7 @@ from hybridft.methods.matched import (
 )
 from hybridft.methods.peft_methods import Lora, LoraFields, LoraMethodConfig
 from hybridft.models import count_parameters
-from hybridft.stages import _base_key, linear_probe, stored_stage
+from hybridft.stages import Teachers, _base_key, linear_probe, stored_stage
 
 ADAPTER = "default"  # PEFT's name for the one adapter of a model
 KINDS = ("classification", "regression", "token", "qa")
@@ -80,7 +81,7 @@ class HybridLoraConfig(LoraFields, HybridConfig):
 @dataclass(frozen=True)
 class LoraMatchedConfig(MatchedFields, LoraMethodConfig):
     """LoRA (the `lora` recipe) at the epochs of `hybrid_lora`'s compute. The stage fields mirror `hybrid_lora`'s
-    as `plain_matched`'s mirror `hybrid`'s (`PlainMatchedConfig`): ``lp_epochs``, ``ft_epochs``,
+    as `plain_matched`'s mirror `hybrid`'s (`PlainMatchedConfig`): ``ft_epochs``,
     ``student_epochs`` (None → the run's epochs), ``teacher_passes``, ``unlabeled_split`` / ``unlabeled_size``."""
 
     def validate(self) -> None:
@@ -175,15 +176,18 @@ class HybridLora(Method):
     task_kinds = KINDS
 
     def train(self, ctx: TrainContext, config: HybridLoraConfig) -> Trained:
-        pre, lp_result, lp_key = linear_probe(ctx, config.lp_learning_rate, config.lp_epochs, config.lp_weight_decay)
+        probed = linear_probe(ctx, config.probe_settings(ctx.run.seed))
+        pre = copy.deepcopy(probed.model)  # θ_pre kept for the record's teacher scores
         with _quiet_peft():
-            fine, ft_result = lora_fine_tune_from(ctx, pre, lp_key, config)
-        del pre  # its weights live on as ``fine``'s base (a freshly built model when the stage came from the cache)
+            fine, ft_result = lora_fine_tune_from(ctx, probed.model, probed.key, config)
+        # the probe's weights live on as ``fine``'s base (a freshly built model when the stage came from the cache)
         features, unlabelled = distill_features(ctx, config)
         pre_logits, fine_logits, teacher_cost = teacher_rows(
             ctx, features, rows_for(ctx.task.kind), AdapterDisabled(fine), fine,
             need_pre=config.beta > 0, need_fine=config.gamma > 0,
+            pre_logits=probed.logits if unlabelled is None else None,  # = AdapterDisabled(fine)'s rows
         )  # fmt: skip
+        pair = Teachers(pre, copy.deepcopy(fine), [probed.fit, ft_result], probed.logits, probed.record)
         mix_in_place(fine, config.alpha)
         student = fine  # trainable as PEFT wrapped it: the LoRA matrices and the head; the base stays frozen
         trainable, total = count_parameters(student)
@@ -200,8 +204,9 @@ class HybridLora(Method):
             **ctx.fit_kwargs(self.name),
         )
         extra = {} if unlabelled is None else {"unlabeled": unlabelled.to_dict()}
-        fits = [lp_result, ft_result, teacher_cost, result]
-        return Trained(model=student, fits=fits, trainable_params=trainable, total_params=total, extra=extra)
+        fits = [probed.fit, ft_result, teacher_cost, result]
+        return Trained(model=student, fits=fits, trainable_params=trainable, total_params=total, extra=extra,
+                       teachers=pair)  # fmt: skip
 
 
 def lora_matched_epochs(model, config: LoraMatchedConfig, run_epochs: float, ratio: float = 1.0) -> float:

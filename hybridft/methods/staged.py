@@ -1,6 +1,6 @@
 """Ablations built from the hybrid method's teacher stages, without distillation: `lp`, `lp_ft`, `wise_ft`.
 
-- `lp`: linear probing, the head trained on the frozen encoder (stage 1).
+- `lp`: linear probing, the head fit to convergence on the frozen encoder's features (stage 1, `hybridft.probe`).
 - `lp_ft`: LP then full fine-tuning from the probe (Kumar et al. 2022) (stages 1–2).
 - `wise_ft`: the WiSE-FT weight-space mix α·θ_pre + (1−α)·θ_fine of those two (Wortsman et al. 2022) (stages 1–3).
 
@@ -11,21 +11,46 @@ these costs only what the cache does not hold yet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from hybridft.interpolate import check_alpha, interpolate_models
 from hybridft.methods import register
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
 from hybridft.models import count_parameters, head_parameter_names
-from hybridft.stages import LP_LR, StageFields, fine_tune_from, linear_probe, teachers
+from hybridft.probe import DEFAULT_FOLDS, DEFAULT_L2_GRID
+from hybridft.stages import (
+    REMOVED_LP_FIELDS,
+    StageFields,
+    Teachers,
+    fine_tune_from,
+    linear_probe,
+    probe_settings,
+    teachers,
+)
 
 
 @dataclass(frozen=True)
 class LpConfig(MethodConfig):
-    """Linear probing with Adam at lr 1e-3, no weight decay or warmup (the LP stage's defaults)."""
+    """Linear probing as LP-FT does it: the head fit to convergence on the frozen encoder's features, its L2 strength
+    chosen from ``lp_l2_grid`` on the dev split or by ``lp_folds``-fold cross-validation (`hybridft.probe`). The
+    optimisation fields of `MethodConfig` do not apply (the probe has no learning rate)."""
 
-    learning_rate: float = LP_LR
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
+    lp_l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
+    lp_folds: int = DEFAULT_FOLDS
+    removed_fields: ClassVar[dict[str, str]] = {
+        **REMOVED_LP_FIELDS,
+        "learning_rate": REMOVED_LP_FIELDS["lp_learning_rate"],
+        "weight_decay": REMOVED_LP_FIELDS["lp_weight_decay"],
+    }
+
+    def validate(self) -> None:
+        super().validate()
+        grid = self.lp_l2_grid
+        object.__setattr__(self, "lp_l2_grid", tuple(grid) if isinstance(grid, (list, tuple)) else grid)
+        try:
+            probe_settings(self, 0)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{type(self).__name__}: {exc}") from None
 
 
 @register
@@ -34,11 +59,20 @@ class LinearProbe(Method):
     config_class = LpConfig
     task_kinds = ("classification", "regression", "token", "qa")  # a causal LM has no probe stage
 
+    def make_config(self, method_args=(), learning_rate=None):
+        if learning_rate is not None:
+            raise ValueError(f"method 'lp' takes no learning rate (got {learning_rate}): "
+                             f"{REMOVED_LP_FIELDS['lp_learning_rate']}")  # fmt: skip
+        return super().make_config(method_args)
+
     def train(self, ctx: TrainContext, config: LpConfig) -> Trained:
-        model, result, _ = linear_probe(ctx, config.learning_rate, None, config.weight_decay)
+        probed = linear_probe(ctx, probe_settings(config, ctx.run.seed))
+        model = probed.model
         head = set(head_parameter_names(model))
         trainable = sum(p.numel() for n, p in model.named_parameters() if n in head)
-        return Trained(model=model, fits=[result], trainable_params=trainable, total_params=count_parameters(model)[1])
+        teachers = Teachers(pre=model, fine=None, fits=[probed.fit], pre_logits=probed.logits, probe=probed.record)
+        return Trained(model=model, fits=[probed.fit], trainable_params=trainable,
+                       total_params=count_parameters(model)[1], teachers=teachers)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,10 +92,12 @@ class LpFt(Method):
     lr_field = "ft_learning_rate"
 
     def train(self, ctx: TrainContext, config: LpFtConfig) -> Trained:
-        pre, lp_result, lp_key = linear_probe(ctx, config.lp_learning_rate, config.lp_epochs, config.lp_weight_decay)
-        fine, ft_result, _ = fine_tune_from(ctx, pre, lp_key, config)
+        probed = linear_probe(ctx, config.probe_settings(ctx.run.seed))
+        fine, ft_result, _ = fine_tune_from(ctx, probed.model, probed.key, config)
         trainable, total = count_parameters(fine)
-        return Trained(model=fine, fits=[lp_result, ft_result], trainable_params=trainable, total_params=total)
+        fits = [probed.fit, ft_result]
+        pair = Teachers(probed.model, fine, fits, pre_logits=probed.logits, probe=probed.record)
+        return Trained(model=fine, fits=fits, trainable_params=trainable, total_params=total, teachers=pair)
 
 
 @dataclass(frozen=True)
@@ -85,4 +121,4 @@ class WiseFt(Method):
         pair = teachers(ctx, config)
         mixed = interpolate_models(pair.pre, pair.fine, config.alpha)
         trainable, total = count_parameters(mixed)
-        return Trained(model=mixed, fits=pair.fits, trainable_params=trainable, total_params=total)
+        return Trained(model=mixed, fits=pair.fits, trainable_params=trainable, total_params=total, teachers=pair)

@@ -145,7 +145,9 @@ def test_sweep_table_and_plots(tmp_path):
 
 @pytest.mark.parametrize(("text", "latex"), [("squad_devsplit", r"squad\_devsplit"), ("42.0 ± 2.8", r"42.0 $\pm$ 2.8"),
                                              ("a&b%", r"a\&b\%"), ("–", "--"), ("50.0 ⚠2/3", r"50.0 $^\triangle$2/3"),
-                                             ("×plain ≤ 1", r"$\times$plain $\leq$ 1")])  # fmt: skip
+                                             ("×plain ≤ 1", r"$\times$plain $\leq$ 1"),
+                                             ("60.0 θ↓1/2", r"60.0 $\theta\!\downarrow$1/2"),
+                                             ("θ_pre", r"$\theta$\_pre")])  # fmt: skip
 def test_latex_escaping(text, latex):
     assert latex_escape(text) == latex
 
@@ -170,3 +172,96 @@ def test_lora_matched_is_a_baseline_with_its_own_compute_match_table():
     differences = next(t for title, t in tables.items() if title.startswith("Differences vs lora_matched"))
     row = next(r for r in differences.rows if r[1:3] == ["lora_matched", "hybrid_lora"])
     assert row[4].startswith("+3.0") and row[5].startswith("+3.0"), row  # +3 points on every seed of both tasks
+
+
+def _teachers(pre_dev, pre_eval, fine_dev=None, fine_eval=None, *, majority=0.55, majority_eval=0.5, source="dev",
+              lp=False) -> dict:  # fmt: skip
+    """A record's teacher_scores (raw headline scale) and weak_teacher, as the runner writes them."""
+
+    def scores(dev, value):
+        return {"dev": dev, "eval": value, "majority": majority, "majority_eval": majority_eval, "dev_source": source}
+
+    return {"teacher_scores": {"pre": scores(pre_dev, pre_eval), "fine": None if lp else scores(fine_dev, fine_eval)},
+            "weak_teacher": pre_dev is not None and pre_dev <= majority}  # fmt: skip
+
+
+def _teacher_rows() -> list[dict]:
+    return [
+        make_record("rte", "plain", 0, 0.60), make_record("rte", "plain", 1, 0.62), make_record("rte", "plain", 2, 0.64),
+        # hybrid: θ_pre weak on seed 0 (dev 0.50 ≤ 0.55), not on seed 1; seed 2 predates the fields → counted 1/2
+        make_record("rte", "hybrid", 0, 0.66, **_teachers(0.50, 0.52, 0.70, 0.68)),
+        make_record("rte", "hybrid", 1, 0.70, **_teachers(0.60, 0.58, 0.74, 0.72)),
+        make_record("rte", "hybrid", 2, 0.68),
+        # kd_pre: never weak → no mark; one dev score missing
+        make_record("rte", "kd_pre", 0, 0.61, **_teachers(0.60, 0.58, None, 0.72)),
+        make_record("rte", "kd_pre", 1, 0.63, **_teachers(0.62, 0.60, 0.76, 0.74)),
+        # lp: no θ_fine; its θ_pre is weak on both seeds, and dev is cross-validated; one run failed after teachers
+        make_record("rte", "lp", 0, 0.57, **_teachers(0.55, 0.51, lp=True, source="cv")),
+        make_record("rte", "lp", 1, None, status="failed", **_teachers(0.54, 0.50, lp=True, source="cv")),
+        # SQuAD's headline is a percentage already: the teacher scores are too
+        make_record("squad_devsplit", "hybrid", 0, 60.0, majority_baseline=2.0,
+                    **_teachers(40.0, 42.0, 58.0, 57.0, majority=2.5, majority_eval=2.0)),
+    ]  # fmt: skip
+
+
+def test_main_table_marks_weak_teachers_over_the_runs_that_record_them():
+    out = tables.render(_teacher_rows())
+    rows = {r[1]: r for r in _md_rows(out["table.md"], tables.MAIN_TITLE)[1:]}
+    assert rows["hybrid"][3] == f"**68.0 ± 2.0 (med 68.0) {tables.WEAK_MARK}1/2**"  # seed 2 has no weak_teacher
+    assert rows["hybrid"][4] == "**60.0**"  # SQuAD: θ_pre 40.0 on dev > 2.5
+    assert rows["kd_pre"][3] == "62.0 ± 1.4"  # 0/2 weak: no mark
+    assert rows["lp"][3] == f"57.0 (1/2 ok) ⚠1/2 {tables.WEAK_MARK}2/2"  # the failed run counts in both
+    assert rows["plain"][3] == "62.0 ± 2.0 (med 62.0)"
+    assert f"- {tables.WEAK_MARK}k/n: in k of the n runs that record it (the record's weak_teacher)" in out["table.md"]
+    assert r"$\theta\!\downarrow$1/2" in out["table.tex"] and r"$\theta\!\downarrow$2/2" in out["table.tex"]
+    for name in ("Per seed: headline metric (%), every run", "Differences vs plain (percentage points, 95 % CI)"):
+        assert tables.WEAK_MARK not in "".join(map("".join, _md_rows(out["table.md"], name)))
+
+
+def test_weak_teacher_mark_stays_out_of_the_out_of_distribution_table():
+    from bench.shift_tables import ood_table
+
+    shift = {"x": {"role": "shift", "headline": 0.6, "headline_metric": "accuracy", "majority_baseline": 0.5}}
+    records = [make_record("sst2", "hybrid", s, 0.7, weak_teacher=True, shift_metrics=shift) for s in (0, 1)]
+    assert tables.WEAK_MARK in tables.main_table(records).rows[0][3]
+    assert not any(tables.WEAK_MARK in cell for row in ood_table(records).rows for cell in row)
+
+
+def test_records_without_teacher_fields_get_no_mark_note_or_teachers_table():
+    records = _rows()
+    md = tables.render(records)["table.md"]
+    assert tables.WEAK_MARK not in md and "θ" not in md and "### Teachers" not in md
+    assert tables.teacher_table(records) is None
+    # weak_teacher alone marks the main table; the teachers table needs teacher_scores
+    marked = [make_record("rte", "hybrid", s, 0.6, weak_teacher=s == 0) for s in (0, 1)]
+    assert tables.main_table(marked).rows[0][3] == f"60.0 ± 0.0 {tables.WEAK_MARK}1/2"
+    assert tables.teacher_table(marked) is None
+
+
+def test_teachers_table_means_std_majority_and_counts():
+    out = tables.render(_teacher_rows())
+    md = out["table.md"]
+    assert md.index(f"### {tables.MAIN_TITLE}") < md.index("### Differences vs plain") < md.index("### Teachers")
+    assert md.index("### Teachers") < md.index("### Per seed")
+    header, *rows = _md_rows(md, tables.TEACHERS_TITLE)
+    assert header == ["Model", "Task", "Method", "n", "θ_pre eval", "θ_pre dev", "θ_fine eval", "θ_fine dev",
+                      "Majority eval", "Majority dev", "Weak θ_pre"]  # fmt: skip
+    sd = statistics.stdev
+    assert rows == [
+        # the run without teacher_scores (hybrid seed 2) is not in n; plain builds no teachers
+        ["minilm", "RTE", "hybrid", "2", f"55.0 ± {sd([52, 58]):.1f}", "55.0", f"70.0 ± {sd([68, 72]):.1f}", "72.0",
+         "50.0", "55.0", "1/2"],
+        ["minilm", "RTE", "lp", "2", f"50.5 ± {sd([51, 50]):.1f}", "54.5 (cv)", "–", "–", "50.0", "55.0", "2/2"],
+        ["minilm", "RTE", "kd_pre", "2", f"59.0 ± {sd([58, 60]):.1f}", "61.0", f"73.0 ± {sd([72, 74]):.1f}",
+         "76.0", "50.0", "55.0", "0/2"],  # one θ_fine dev score missing: the mean of the other
+        ["minilm", "SQuAD-devsplit", "hybrid", "1", "42.0", "40.0", "57.0", "58.0", "2.0", "2.5", "0/1"],
+    ]  # fmt: skip
+    assert "(cv) after a dev score: cross-validated on the training features" in md
+    assert r"$\theta$\_pre eval" in out["table.tex"] and "54.5 (cv)" in out["table.tex"]
+
+
+def test_teachers_table_of_lp_alone_and_of_dev_less_runs():
+    records = [make_record("cola", "lp", s, 0.2, **_teachers(None, 0.1 * s, lp=True)) for s in (0, 1, 2)]
+    table = tables.teacher_table(records)
+    assert table.rows == [["minilm", "CoLA", "lp", "3", "10.0 ± 10.0", "–", "–", "–", "50.0", "55.0", "0/3"]]
+    assert not any(note.startswith("(cv)") for note in table.notes)
