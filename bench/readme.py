@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import records as rec
 
 # the parts of table.md the README shows
-SECTIONS = ("### Headline metric", "### Differences vs plain", "### Compute match", "### Cost per run")
+SECTIONS = ("### Headline metric", "### Differences vs plain", "### Compute match", "### Cost per run", "### Teachers")
 OOD_SECTIONS = ("### Out of distribution", "### Stability over seeds")
 OOD_PART = "ood"
 

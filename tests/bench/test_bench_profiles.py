@@ -25,7 +25,7 @@ def _profile(**extra):
 
 def test_shipped_profiles_load_and_say_what_they_cover():
     assert prof.profile_names() == ["ablations", "curves", "llm-paper", "llm-quick", "llm-smoke", "paper", "quick",
-                                    "semi", "smoke", "variants"]  # fmt: skip
+                                    "semi", "smoke", "teachers", "variants"]  # fmt: skip
     smoke, quick, paper, ablations = (prof.load_profile(n) for n in ("smoke", "quick", "paper", "ablations"))
     assert smoke.offline_tasks and set(smoke.tasks) == set(OFFLINE) and smoke.methods == ALL_METHODS
     assert smoke.seeds == (0, 1) and smoke.alpha_sweep and smoke.requires == ()  # plain_matched with 2 seeds
@@ -76,7 +76,8 @@ def test_llm_paper_is_peft_s_gsm8k_comparison():
 STAGED = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine")
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper", "semi", "variants"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper", "semi", "variants",
+                                  "teachers"])
 def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
     """Every method of a (model, task) gets the same epochs, max length and batch size (lora_paper excepted, by
     name); every teacher-stage method the same LP-FT teacher; plain_matched the hybrid stages' epochs."""
@@ -98,7 +99,7 @@ def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
                 if method in p.methods or (p.alpha_sweep and method == p.sweep_method):
                     run_fields, args = p.settings(model, task, method)
                     config = get_method(method).make_config(args, run_fields.get("learning_rate"))
-                    teachers.add((config.ft_learning_rate, config.ft_epochs, config.lp_learning_rate, config.lp_epochs,
+                    teachers.add((config.ft_learning_rate, config.ft_epochs, config.lp_l2_grid, config.lp_folds,
                                   config.ft_warmup_ratio, config.ft_weight_decay))  # fmt: skip
             assert len(teachers) <= 1, (name, model, task, teachers)
             if "plain_matched" in p.methods:
@@ -106,8 +107,7 @@ def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
                 matched = get_method("plain_matched").make_config(args, run_fields.get("learning_rate"))
                 run_fields, args = p.settings(model, task, "hybrid")
                 hybrid = get_method("hybrid").make_config(args, run_fields.get("learning_rate"))
-                assert (matched.lp_epochs, matched.ft_epochs, matched.student_epochs) == (
-                    hybrid.lp_epochs, hybrid.ft_epochs, None)  # fmt: skip
+                assert (matched.ft_epochs, matched.student_epochs) == (hybrid.ft_epochs, None)
                 assert matched.learning_rate == hybrid.ft_learning_rate  # plain's recipe = the teacher's
                 # sized after hybrid's own unlabelled inputs, if any
                 assert (matched.unlabeled_split, matched.unlabeled_size) == (
@@ -117,8 +117,7 @@ def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
                 matched = get_method("lora_matched").make_config(args, run_fields.get("learning_rate"))
                 run_fields, args = p.settings(model, task, "hybrid_lora")
                 hybrid_lora = get_method("hybrid_lora").make_config(args, run_fields.get("learning_rate"))
-                assert (matched.lp_epochs, matched.ft_epochs, matched.student_epochs) == (
-                    hybrid_lora.lp_epochs, hybrid_lora.ft_epochs, None)  # fmt: skip
+                assert (matched.ft_epochs, matched.student_epochs) == (hybrid_lora.ft_epochs, None)
                 assert matched.learning_rate == hybrid_lora.ft_learning_rate
                 assert (matched.r, matched.target_modules) == (hybrid_lora.r, hybrid_lora.target_modules)
 
@@ -184,7 +183,7 @@ def test_unknown_profile_is_named():
     with pytest.raises(
         ValueError,
         match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'llm-paper', 'llm-quick', "
-        r"'llm-smoke', 'paper', 'quick', 'semi', 'smoke', 'variants'\]",
+        r"'llm-smoke', 'paper', 'quick', 'semi', 'smoke', 'teachers', 'variants'\]",
     ):
         prof.load_profile("fast")
 
