@@ -76,8 +76,7 @@ def test_llm_paper_is_peft_s_gsm8k_comparison():
 STAGED = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine")
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper", "semi", "variants",
-                                  "teachers"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "llm-paper", "semi", "variants", "teachers"])
 def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
     """Every method of a (model, task) gets the same epochs, max length and batch size (lora_paper excepted, by
     name); every teacher-stage method the same LP-FT teacher; plain_matched the hybrid stages' epochs."""

@@ -20,10 +20,16 @@ def test_matched_epochs_by_hand():
     embeddings = sum(p.numel() for m in model.modules() if isinstance(m, __import__("torch").nn.Embedding)
                      for p in m.parameters())  # fmt: skip
     p = sum(x.numel() for x in model.parameters()) - embeddings
-    head = sum(x.numel() for n, x in model.named_parameters() if n in set(head_parameter_names(model)))
-    expected = 1.5 * (2 * p + 4 * head) / (6 * p) + 1.0 + 2 * (2 * p) / (6 * p) + 2.0
-    config = PlainMatchedConfig(lp_epochs=1.5, ft_epochs=1.0, student_epochs=None)
+    assert head_parameter_names(model)
+    # the probe's one forward pass + LP-FT + θ_fine's teacher pass (θ_pre's rows: the probe's matmul) + student
+    expected = (2 * p) / (6 * p) + 1.0 + 1 * (2 * p) / (6 * p) + 2.0
+    config = PlainMatchedConfig(ft_epochs=1.0, student_epochs=None)
     assert matched_epochs(model, config, run_epochs=2.0) == pytest.approx(expected)
+    # with unlabelled inputs θ_pre runs over them too: two passes, over ratio × the tokens
+    semi = PlainMatchedConfig(ft_epochs=1.0, unlabeled_split="train")
+    assert matched_epochs(model, semi, run_epochs=2.0, ratio=1.5) == pytest.approx(
+        (2 * p) / (6 * p) + 1.0 + 1.5 * (2 * (2 * p) / (6 * p) + 2.0)
+    )
     assert all(x.requires_grad for x in model.parameters())  # flags restored
 
 
@@ -33,7 +39,7 @@ def test_whole_steps_rounds_to_the_trainers_step_count():
     assert math.ceil(whole_steps(0.01, 32, 8) * 4) == 1  # never zero steps
 
 
-@pytest.mark.parametrize(("field", "value"), [("teacher_passes", -1), ("lp_epochs", 0), ("student_epochs", -2.0)])
+@pytest.mark.parametrize(("field", "value"), [("teacher_passes", -1), ("ft_epochs", 0), ("student_epochs", -2.0)])
 def test_bad_config_is_named(field, value):
     with pytest.raises(ValueError, match=field):
         get_method("plain_matched").make_config({field: value})

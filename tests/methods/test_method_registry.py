@@ -74,7 +74,7 @@ def test_override_errors_name_the_field():
         ("hybrid", {"temperature": 0.0}, "temperature must be > 0"),
         ("hybrid", {"beta": -1.0}, "beta must be >= 0"),
         ("hybrid", {"loss_backend": "cuda"}, "loss_backend must be one of"),
-        ("hybrid", {"lp_epochs": 0}, "lp_epochs must be None"),
+        ("hybrid", {"lp_epochs": 0}, "lp_epochs was removed"),
         ("kd_pre", {"gamma": 0.5}, "gamma must be 0"),
         ("kd_fine", {"beta": 0.5}, "beta must be 0"),
     ],

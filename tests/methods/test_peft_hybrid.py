@@ -126,9 +126,10 @@ def test_lora_matched_epochs_by_hand():
     head = sum(p.numel() for n, p in params if "modules_to_save" in n)
     head_first = next(i for i, (n, _) in enumerate(params) if "modules_to_save" in n)
     f_lora = 2 * p_fwd + 2 * p_grad + 2 * trainable
-    f_probe = 2 * p_fwd + 2 * sum(p.numel() for _, p in params[head_first:]) + 2 * head
-    expected = 1.5 * f_probe / f_lora + 1.0 + 2 * (2 * p_fwd) / f_lora + 2.0
-    config = LoraMatchedConfig(lp_epochs=1.5, ft_epochs=1.0)
+    assert head and head_first >= 0
+    # the probe's one forward pass + the LoRA teacher + θ_fine's teacher pass (θ_pre: the probe's rows) + student
+    expected = (2 * p_fwd) / f_lora + 1.0 + 1 * (2 * p_fwd) / f_lora + 2.0
+    config = LoraMatchedConfig(ft_epochs=1.0)
     before = {n: p.requires_grad for n, p in model.named_parameters()}
     assert lora_matched_epochs(model, config, run_epochs=2.0) == pytest.approx(expected)
     assert {n: p.requires_grad for n, p in model.named_parameters()} == before  # flags restored
