@@ -120,7 +120,7 @@ def test_span_fit_has_zero_gradient_and_beats_its_start():
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     x = rng.normal(size=(offsets[-1], 5))
     targets = np.stack([rng.integers(0, n, size=2) for n in lengths])
-    for w, (lo, n) in enumerate(zip(offsets[:-1], lengths, strict=True)):  # make the answer findable
+    for w, lo in enumerate(offsets[:-1]):  # make the answer findable
         x[lo + targets[w, 0], 0] += 3.0
         x[lo + targets[w, 1], 1] += 3.0
     l2 = 0.01
@@ -265,14 +265,14 @@ def _bert(num_labels=2):
 
 def test_single_class_rows_are_refused_naming_the_label_column():
     feats = _head_features(np.random.default_rng(0).normal(size=(30, 8)), [1] * 30)
-    with pytest.raises(ValueError, match="single class.*'labels'"):
+    with pytest.raises(ValueError, match=r"single class.*'labels'"):
         fit_probe(_bert(), feats, kind="classification")
 
 
 def test_too_few_rows_per_fold_is_an_error_naming_the_fold_count():
     rng = np.random.default_rng(0)
     feats = _head_features(rng.normal(size=(8, 8)), [0, 1, 2, 3, 4, 0, 1, 2])
-    with pytest.raises(ValueError, match="3-fold cross-validation.*ProbeSettings.folds"):
+    with pytest.raises(ValueError, match=r"3-fold cross-validation.*ProbeSettings.folds"):
         fit_probe(_bert(num_labels=5), feats, kind="classification")
 
 
@@ -291,7 +291,7 @@ def test_nan_features_are_an_error_naming_the_layer():
     model = build_model("tiny-bert", data.task, 0)
     with torch.no_grad():
         model.bert.pooler.dense.weight.fill_(float("nan"))
-    with pytest.raises(ValueError, match="'classifier'.*NaN or inf"):
+    with pytest.raises(ValueError, match=r"'classifier'.*NaN or inf"):
         head_features(model, data.train_features, data.task.collator(data.tokenizer), kind="classification",
                       batch_size=8)  # fmt: skip
 
@@ -315,13 +315,13 @@ def test_removed_knobs_name_their_replacement():
     from hybridft.methods import get_method
 
     for method in ("hybrid", "wise_ft", "lp_ft"):
-        with pytest.raises(ValueError, match="lp_learning_rate was removed.*lp_l2_grid"):
+        with pytest.raises(ValueError, match=r"lp_learning_rate was removed.*lp_l2_grid"):
             get_method(method).make_config({"lp_learning_rate": 1e-3})
-        with pytest.raises(ValueError, match="lp_epochs was removed.*lp_l2_grid"):
+        with pytest.raises(ValueError, match=r"lp_epochs was removed.*lp_l2_grid"):
             get_method(method).make_config({"lp_epochs": 2})
     with pytest.raises(ValueError, match="lp_weight_decay was removed"):
         get_method("hybrid").make_config({"lp_weight_decay": 0.1})
     with pytest.raises(ValueError, match="no learning rate"):
         get_method("lp").make_config({}, learning_rate=1e-3)
-    with pytest.raises(ValueError, match="HybridConfig.lp_folds must be an integer >= 2"):
+    with pytest.raises(ValueError, match=r"HybridConfig.lp_folds must be an integer >= 2"):
         get_method("hybrid").make_config({"lp_folds": 1})
