@@ -243,6 +243,7 @@ class LinearFit:
     bias: np.ndarray
     n_iter: int
     converged: bool
+    state: Any = None  # the solver, to warm-start the next fit on the same rows
 
 
 def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,16 +258,23 @@ def _unscale(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) ->
     return w, b - w @ mean
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, *, n_classes: int, max_iter: int, tol: float) -> LinearFit:
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, *, n_classes: int, max_iter: int, tol: float,
+                 warm: LinearFit | None = None) -> LinearFit:  # fmt: skip
     """Multinomial logistic regression minimising mean CE + (λ/2)‖W‖² (bias free) with scikit-learn's L-BFGS.
-    ``y`` holds classes in [0, n_classes); classes absent from ``y`` get weights 0 and bias −inf-like (−30)."""
+    ``y`` holds classes in [0, n_classes); classes absent from ``y`` get weights 0 and bias −inf-like (−30).
+    For two classes it is sklearn's binary form, the penalty on the difference of the two classes' weights,
+    written as the symmetric pair ±w/2. ``warm``: a fit on the same rows at another λ, whose solution starts this
+    one (the same minimum, fewer iterations)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     mean, std = _standardize(x)
     z = (x - mean) / std
     present = np.unique(y)
-    model = LogisticRegression(C=1.0 / (l2 * len(y)), max_iter=max_iter, tol=tol, solver="lbfgs")
+    if warm is not None and warm.state is not None:
+        model = warm.state.set_params(C=1.0 / (l2 * len(y)), warm_start=True)
+    else:
+        model = LogisticRegression(C=1.0 / (l2 * len(y)), max_iter=max_iter, tol=tol, solver="lbfgs")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(z, y)
@@ -280,7 +288,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, *, n_classes: int, max
     weight[present], bias[present] = coef, intercept
     w, b = _unscale(weight, bias, mean, std)
     b[np.setdiff1d(np.arange(n_classes), present)] = -30.0
-    return LinearFit(w, b, int(np.max(model.n_iter_)), converged)
+    return LinearFit(w, b, int(np.max(model.n_iter_)), converged, state=model)
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, l2: float) -> LinearFit:
@@ -380,12 +388,14 @@ def _labelled(kind: str, feats: HeadFeatures, which: np.ndarray | None = None) -
     return _Split(values[rows][keep].astype(np.float64), y[keep])
 
 
-def _fit(kind: str, split: _Split, l2: float, settings: ProbeSettings, n_classes: int) -> LinearFit:
+def _fit(kind: str, split: _Split, l2: float, settings: ProbeSettings, n_classes: int,
+         warm: LinearFit | None = None) -> LinearFit:  # fmt: skip
     if kind == "regression":
         return fit_ridge(split.x, split.y, l2)
     if kind == "qa":
         return fit_span(split.x, split.offsets, split.y, l2, max_iter=settings.max_iter, tol=settings.tol)
-    return fit_logistic(split.x, split.y, l2, n_classes=n_classes, max_iter=settings.max_iter, tol=settings.tol)
+    return fit_logistic(split.x, split.y, l2, n_classes=n_classes, max_iter=settings.max_iter, tol=settings.tol,
+                        warm=warm)  # fmt: skip
 
 
 def _held_out(kind: str, fit: LinearFit, split: _Split) -> tuple[float, float]:
@@ -478,9 +488,9 @@ def _folds(n_features: int, settings: ProbeSettings) -> list[np.ndarray]:
 
 
 def select_l2(kind: str, train: HeadFeatures, dev: HeadFeatures | None, settings: ProbeSettings,
-              n_classes: int) -> tuple[float, list[dict], str, float, float]:  # fmt: skip
+              n_classes: int) -> tuple[float, list[dict], str, float, float, LinearFit | None]:  # fmt: skip
     """(chosen λ, the grid's records, the selection ("dev" or "cv:k"), the fit FLOPs spent choosing, the trivial
-    baseline's held-out score)."""
+    baseline's held-out score, the fit at λ on every training row when the grid already made it)."""
     label = "start_positions" if kind == "qa" else "labels"
     if dev is not None:
         held = [(_labelled(kind, train), _labelled(kind, dev))]
@@ -503,30 +513,40 @@ def select_l2(kind: str, train: HeadFeatures, dev: HeadFeatures | None, settings
     for fit_split, _ in held:
         check_fit_rows(kind, fit_split, label)
     majority = float(np.mean([_majority(kind, fit_split, held_split) for fit_split, held_split in held]))
-    grid, flops = [], 0.0
-    for l2 in settings.l2_grid:
+    grid, flops, fits = [], 0.0, {}
+    warm: list[LinearFit | None] = [None] * len(held)
+    for l2 in sorted(set(settings.l2_grid), reverse=True):  # strongest first: each fit warm-starts the next
         losses, scores, converged = [], [], True
-        for fit_split, held_split in held:
-            fit = _fit(kind, fit_split, l2, settings, n_classes)
+        for i, (fit_split, held_split) in enumerate(held):
+            fit = warm[i] = _fit(kind, fit_split, l2, settings, n_classes, warm=warm[i])
             flops += _fit_flops(kind, fit_split, fit, n_classes)
             loss, score = _held_out(kind, fit, held_split)
             losses.append(loss)
             scores.append(score)
             converged = converged and fit.converged
+        fits[l2] = LinearFit(fit.weight, fit.bias, fit.n_iter, fit.converged)
         grid.append({"l2": l2, "loss": float(np.mean(losses)), "score": float(np.mean(scores)),
-                     "converged": converged})  # fmt: skip
+                     "converged": converged, "n_iter": fit.n_iter})  # fmt: skip
+    grid.sort(key=lambda g: g["l2"])
     best = min(grid, key=lambda g: (g["loss"] if math.isfinite(g["loss"]) else math.inf, -g["l2"]))
-    return best["l2"], grid, selection, flops, majority
+    # on the dev split the grid's fit at the chosen λ is the final fit already (the same training rows)
+    final = fits[best["l2"]] if dev is not None else None
+    return best["l2"], grid, selection, flops, majority, final
 
 
-def _qa_subsample(split: _Split, settings: ProbeSettings) -> _Split:
-    windows = len(split.y)
-    if windows <= settings.max_qa_windows:
-        return split
-    keep = np.sort(np.random.default_rng([settings.seed, 0x5A]).choice(windows, settings.max_qa_windows, replace=False))
-    rows = np.concatenate([np.arange(split.offsets[i], split.offsets[i + 1]) for i in keep])
-    lengths = split.offsets[keep + 1] - split.offsets[keep]
-    return _Split(split.x[rows], split.y[keep], np.concatenate([[0], np.cumsum(lengths)]))
+def _qa_subsample(feats: HeadFeatures, settings: ProbeSettings) -> HeadFeatures:
+    """At most ``settings.max_qa_windows`` labelled QA windows of ``feats``, a seeded draw (all when fewer): the rows
+    the grid and the final fit see."""
+    labelled = np.flatnonzero((feats.labels >= 0).all(axis=1))
+    if len(labelled) <= settings.max_qa_windows:
+        return feats
+    keep = np.sort(np.random.default_rng([settings.seed, 0x5A]).choice(labelled, settings.max_qa_windows,
+                                                                        replace=False))  # fmt: skip
+    offsets = feats.offsets.numpy()
+    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in keep])
+    lengths = offsets[keep + 1] - offsets[keep]
+    return HeadFeatures(feats.values[torch.from_numpy(rows)], torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
+                        feats.labels[keep], feats.tokens, feats.time_s)  # fmt: skip
 
 
 def fit_probe(model, train: HeadFeatures, *, kind: str, dev: HeadFeatures | None = None,
@@ -542,13 +562,15 @@ def fit_probe(model, train: HeadFeatures, *, kind: str, dev: HeadFeatures | None
     start = time.perf_counter()
     # One BLAS thread: on these small matrices a thread pool's start-up costs far more than it saves (about 50x
     # slower with OpenBLAS on two threads here).
+    fitted = _qa_subsample(train, settings) if kind == "qa" else train
     with threadpool_limits(1):
-        l2, grid, selection, flops, majority = select_l2(kind, train, dev, settings, n_classes)
-        full = _labelled(kind, train)
-        fit_split = _qa_subsample(full, settings) if kind == "qa" else full
-        fit = _fit(kind, fit_split, l2, settings, n_classes)
-        flops += _fit_flops(kind, fit_split, fit, n_classes)
+        l2, grid, selection, flops, majority, fit = select_l2(kind, fitted, dev, settings, n_classes)
+        fit_split = _labelled(kind, fitted)
+        if fit is None:
+            fit = _fit(kind, fit_split, l2, settings, n_classes)
+            flops += _fit_flops(kind, fit_split, fit, n_classes)
     train_loss, _ = _held_out(kind, fit, fit_split)
+    full_rows = len(_labelled(kind, train).y) if fitted is not train else len(fit_split.y)
     fit_time = time.perf_counter() - start
     layer = head.layer
     with torch.no_grad():
@@ -565,7 +587,7 @@ def fit_probe(model, train: HeadFeatures, *, kind: str, dev: HeadFeatures | None
         selection=selection,
         grid=grid,
         train_loss=float(train_loss),
-        train_rows=len(full.y),
+        train_rows=full_rows,
         fit_rows=len(fit_split.y),
         converged=bool(fit.converged and all(g["converged"] for g in grid)),
         n_iter=fit.n_iter,

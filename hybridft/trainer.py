@@ -43,6 +43,7 @@ has built and cached itself as ``prepared``), so there is one distillation loss 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +258,8 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
         need = {"need_pre": args.beta > 0, "need_fine": args.gamma > 0}
         pre_rows, fine_rows = self._teacher_rows(pre, fine, features, collator, rows, kind, args, cache, need,
                                                  probe_rows=unlabeled is None)  # fmt: skip
+        if self._probe is not None:  # keep its record and rows, not a third model
+            self._probe = dataclasses.replace(self._probe, model=None, logits=None)
         student = interpolate_models(pre, fine, args.alpha)
         loss_fn = loss_for(kind)
         if kind == "causal_lm":

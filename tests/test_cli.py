@@ -138,6 +138,21 @@ def test_hybrid_record_names_its_teachers(runs):
     assert record["data"]["unlabeled"]["rows"] == UNLABELED_ROWS
     # Both teachers ran once over the training and the unlabeled inputs.
     assert record["stages"][2]["samples"] == 2 * (TRAIN_ROWS + UNLABELED_ROWS)
+    scores = record["teacher_scores"]  # θ_pre: the probe's cross-validated score; both: the eval file's
+    assert scores["pre"]["dev_source"] == "cv:3" and 0.0 <= scores["pre"]["dev"] <= 1.0
+    assert all(0.0 <= scores[name]["eval"] <= 1.0 for name in ("pre", "fine"))
+    assert record["teachers"]["provenance"]["lp"]["probe"]["selection"] == "cv:3"
+
+
+def test_removed_probe_flags_name_their_replacement(data, tmp_path, capsys):
+    try:
+        code = main(_train_args(data, tmp_path / "o", "--lp-epochs", "2"))
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--lp-epochs was removed" in err and "--lp-folds" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_lora_folder_is_merged(runs):

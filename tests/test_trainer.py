@@ -226,7 +226,11 @@ def test_task_type_is_inferred_and_can_be_overridden(sst2, tmp_path):
         ({"loss_backend": "cuda"}, "loss_backend must be one of"),
         ({"task_type": "ranking"}, "task_type must be None or one of"),
         ({"ft_epochs": 0.0}, r"HybridTrainingArguments.ft_epochs must be None \(the training epochs\) or > 0"),
-        ({"lp_weight_decay": -1.0}, "HybridTrainingArguments.lp_weight_decay must be >= 0"),
+        ({"lp_weight_decay": 0.1}, "HybridTrainingArguments.lp_weight_decay was removed.*lp_l2_grid"),
+        ({"lp_learning_rate": 1e-3}, "HybridTrainingArguments.lp_learning_rate was removed.*convex solver"),
+        ({"lp_epochs": 2.0}, "HybridTrainingArguments.lp_epochs was removed"),
+        ({"lp_l2_grid": [0.1, -1.0]}, "HybridTrainingArguments.lp_l2_grid must hold finite numbers > 0"),
+        ({"lp_folds": 1}, "HybridTrainingArguments.lp_folds must be an integer >= 2"),
     ],
 )
 def test_bad_arguments_name_the_field(tmp_path, overrides, message):
@@ -273,3 +277,49 @@ def test_public_names_are_exported_lazily():
 
     with pytest.raises(AttributeError, match="has no attribute 'HybridTrainr'"):
         hybridft.HybridTrainr  # noqa: B018
+
+
+def test_teacher_scores_are_reported_with_its_own_metrics(sst2, tmp_path):
+    """θ_pre's dev score is the probe's cross-validated accuracy beside the trivial baseline of the same folds; eval
+    is each teacher's compute_metrics on eval_dataset (the metric_for_best_model)."""
+    import numpy as np
+
+    task, tokenizer, train = sst2
+    seen = []
+
+    def metrics(p):
+        seen.append(p)
+        return {"acc": float((np.asarray(p.predictions).argmax(-1) == p.label_ids).mean())}
+
+    trainer = HybridTrainer(model=build_model("tiny-bert", task, 0), args=_args(tmp_path, metric_for_best_model="acc"),
+                            train_dataset=train, eval_dataset=train.select(range(24)), processing_class=tokenizer,
+                            compute_metrics=metrics)  # fmt: skip
+    scores = trainer.teacher_scores
+    probe = trainer.teacher_provenance["lp"]["probe"]
+    assert scores["pre"]["dev"] == probe["held_out_score"] and scores["pre"]["dev_source"] == "cv:3"
+    assert scores["pre"]["majority"] == probe["majority"]
+    assert len(seen) == 2  # one evaluation per teacher
+    for name, p in zip(("pre", "fine"), seen, strict=True):
+        expected = float((np.asarray(p.predictions).argmax(-1) == np.asarray(train["labels"][:24])).mean())
+        assert scores[name]["eval"] == pytest.approx(expected)
+        assert scores[name]["eval_metrics"]["acc"] == pytest.approx(expected)
+        assert "loss" in scores[name]["eval_metrics"]
+    assert scores["fine"]["dev"] is None  # θ_fine has no held-out score without a dev split
+
+
+def test_a_weak_pretrained_teacher_is_logged_not_warned(caplog):
+    import logging
+    import warnings
+
+    from hybridft.teacher_quality import is_weak, warn_if_weak
+
+    weak = {"pre": {"dev": 0.5, "majority": 0.55, "dev_source": "cv:3"}, "fine": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a `warnings` warning would raise here
+        with caplog.at_level(logging.WARNING, logger="hybridft"):
+            assert warn_if_weak(weak, "HybridTrainer") is True
+    assert "at or below the majority baseline 0.5500" in caplog.text
+    caplog.clear()
+    assert warn_if_weak({"pre": {"dev": 0.6, "majority": 0.55, "dev_source": "dev"}}, "x") is False
+    assert not caplog.text
+    assert is_weak({"dev": None, "majority": 0.5}) is None and is_weak(None) is None
