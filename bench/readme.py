@@ -82,6 +82,24 @@ def session_lines(directory: Path) -> list[str]:
     return lines
 
 
+def teacher_pass_line(runs: list[dict]) -> str | None:
+    """The teacher-logit pass against the LP-FT stage, in time: median over the runs that have both stages."""
+    import statistics
+
+    ratios = []
+    for r in runs:
+        times = {s.get("stage"): s.get("train_time_s") for s in r.get("stages") or []}
+        if times.get("teacher_logits") is not None and times.get("lp_ft"):
+            ratios.append(times["teacher_logits"] / times["lp_ft"])
+    if not ratios:
+        return None
+    return (
+        f"Teacher-logit pass ÷ LP-FT stage, in time (the records' `stages`): median {statistics.median(ratios):.2f} "
+        f"over {len(ratios)} runs, range {min(ratios):.2f}–{max(ratios):.2f}. θ_pre's rows come from the probe's "
+        f"features (one matmul), so the pass runs θ_fine alone, forward only, in length-sorted batches."
+    )
+
+
 def block(directory: Path) -> str:
     """The README block for a results folder (markers included)."""
     table_md = (directory / "table.md").read_text(encoding="utf-8")
@@ -93,6 +111,7 @@ def block(directory: Path) -> str:
         [
             *_sections(table_md),
             *session_lines(directory),
+            *([line] if (line := teacher_pass_line(runs)) and "\n### Teachers" in table_md else []),
             f"Wall time of the {len(runs)} runs (sum of each run's `wall_time_s` in `{name}/runs.jsonl`): "
             f"{wall / 60:.1f} min. {extras} and the plots are in `{name}/`.",
         ]

@@ -454,8 +454,7 @@ def teacher_table(runs: list[dict[str, Any]]) -> Table | None:
     for r in sorted(with_scores, key=_run_rank):
         groups.setdefault((r["model"], r["task"], r["method"]), []).append(r)
     table = Table(TEACHERS_TITLE, ["Model", "Task", "Method", "n", "θ_pre eval", "θ_pre dev", "θ_fine eval",
-                                   "θ_fine dev", "Majority eval", "Majority dev", "Weak θ_pre", "Probe λ",
-                                   "Pass ÷ LP-FT"])  # fmt: skip
+                                   "θ_fine dev", "Majority eval", "Majority dev", "Weak θ_pre", "Probe λ"])  # fmt: skip
     other_sources: set[str] = set()
 
     def dev(group: list[dict[str, Any]], teacher: str) -> str:
@@ -480,8 +479,7 @@ def teacher_table(runs: list[dict[str, Any]]) -> Table | None:
                            _mean_std_text(_teacher_values(group, "pre", "eval")), dev(group, "pre"),
                            _mean_std_text(_teacher_values(group, "fine", "eval")), dev(group, "fine"),
                            majority(group, "majority_eval"), majority(group, "majority"),
-                           f"{sum(judged)}/{len(judged)}" if judged else "–", _probe_l2_text(group),
-                           _pass_ratio_text(group)])  # fmt: skip
+                           f"{sum(judged)}/{len(judged)}" if judged else "–", _probe_l2_text(group)])  # fmt: skip
     table.notes.append(
         "The teachers a method builds, scored on their own (the records' teacher_scores): θ_pre (the linear probe on "
         "the frozen pretrained model; a causal LM as it is) and θ_fine (fine-tuned from θ_pre). eval: on the run's "
@@ -491,9 +489,7 @@ def teacher_table(runs: list[dict[str, Any]]) -> Table | None:
         "θ_pre's dev headline was ≤ its majority baseline on dev."
     )
     table.notes.append(
-        "Probe λ: the L2 strength the linear probe chose from its grid in each run (the record's probe.l2). Pass ÷ "
-        "LP-FT: median over the runs of the teacher-logit pass's time ÷ the LP-FT stage's (the records' stages); θ_pre's "
-        "rows come from the probe's features, so the pass runs θ_fine only."
+        "Probe λ: the L2 strength the linear probe chose from its grid in each run (the record's probe.l2)."
     )
     if other_sources:
         table.notes.append(
@@ -506,22 +502,6 @@ def teacher_table(runs: list[dict[str, Any]]) -> Table | None:
 def _probe_l2_text(group: list[dict[str, Any]]) -> str:
     values = sorted({r["probe"]["l2"] for r in group if isinstance(r.get("probe"), dict) and "l2" in r["probe"]})
     return ", ".join(f"{v:g}" for v in values) if values else "–"
-
-
-def _stage_time(record: dict[str, Any], name: str) -> float | None:
-    for stage in record.get("stages") or []:
-        if stage.get("stage") == name:
-            return _number(stage.get("train_time_s"))
-    return None
-
-
-def _pass_ratio_text(group: list[dict[str, Any]]) -> str:
-    ratios = []
-    for r in group:
-        passed, lp_ft = _stage_time(r, "teacher_logits"), _stage_time(r, "lp_ft")
-        if passed is not None and lp_ft:
-            ratios.append(passed / lp_ft)
-    return _num(statistics.median(ratios), 2) if ratios else "–"
 
 
 def per_seed_table(runs: list[dict[str, Any]]) -> Table:

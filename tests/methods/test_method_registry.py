@@ -46,7 +46,8 @@ def test_paper_defaults():
 
 def test_learning_rate_sets_the_methods_own_stage():
     assert get_method("plain").make_config(learning_rate=3e-5).learning_rate == 3e-5
-    assert get_method("lp").make_config(learning_rate=5e-3).learning_rate == 5e-3
+    with pytest.raises(ValueError, match=r"method 'lp' takes no learning rate.*convex solver"):
+        get_method("lp").make_config(learning_rate=5e-3)  # the probe is a convex fit: nothing for it to set
     lp_ft = get_method("lp_ft").make_config(learning_rate=1e-5)
     assert lp_ft.ft_learning_rate == 1e-5
     hybrid = get_method("hybrid").make_config({"beta": 0.5}, learning_rate=4e-5)

@@ -53,7 +53,17 @@ def test_every_method_trains_and_evaluates(task, data_dir, stage_cache, tmp_path
             continue  # causal-LM only (zero_shot): tests/methods/test_lm_runs.py; classification only (multi-task)
         cfg = tiny_run(task, method, data_dir, learning_rate=None)
         result = run_experiment(cfg, work_dir=tmp_path / method, cache_dir=stage_cache, progress=False)
-        assert set(result) == RESULT_KEYS, method
+        builds_teachers = "lp" in [s["stage"] for s in result["stages"]]
+        assert set(result) == RESULT_KEYS | (TEACHER_KEYS if builds_teachers else set()), method
+        if builds_teachers:  # θ_pre's (and θ_fine's) quality beside every run that builds them
+            scores = result["teacher_scores"]
+            assert math.isfinite(scores["pre"]["eval"]) and isinstance(result["weak_teacher"], (bool, type(None)))
+            assert (scores["fine"] is None) == (method == "lp"), method
+            assert result["probe"]["l2"] in [g["l2"] for g in result["probe"]["grid"]], method
+        if method == "lp":  # the probe trains nothing by gradient: one forward pass and a convex fit
+            assert result["train_tokens"] == 0 and result["optimizer_steps"] == 0 and result["forward_tokens"] > 0
+            assert result["train_flops"] > 0 and not result["curves"]
+            continue
         assert result["status"] == "ok", method
         assert result["headline_metric"] in result["metrics"], method
         assert math.isfinite(result["headline"]), method
@@ -67,6 +77,9 @@ def test_every_method_trains_and_evaluates(task, data_dir, stage_cache, tmp_path
         assert result["subsets"]["train"]["size"] == cfg.train_size, method
     leftovers = [p for p in stage_cache.rglob("*") if p.name.startswith((".tmp-", "tmp-"))]
     assert not leftovers, leftovers
+
+
+TEACHER_KEYS = {"teacher_scores", "weak_teacher", "probe"}
 
 
 def _trained(make_context, task, method, **method_args):
@@ -177,22 +190,20 @@ def test_training_is_deterministic_for_a_seed(make_context, method):
         assert torch.equal(value, states[1][name]), name
 
 
-def test_linear_probe_runs_the_frozen_encoder_in_eval_mode(make_context):
-    """Dropout in the frozen encoder would noise the probe's features; the head's own dropout stays on."""
-    from hybridft.stages import frozen_encoder_in_eval_mode
-    from hybridft.training import TrainSpec, fit
+def test_linear_probe_runs_the_frozen_encoder_once_in_eval_mode(make_context):
+    """Dropout in the frozen encoder would noise the probe's features: one pass, every module in eval mode, and the
+    model's mode restored afterwards (LP-FT trains the encoder again)."""
+    from hybridft.probe import linear_probe_model
 
     ctx, _ = make_context("sst2", "lp")
     model = ctx.build_model()
+    model.train()
     seen = []
     hook = model.bert.encoder.register_forward_pre_hook(lambda m, args: seen.append((m.training, model.training)))
-    head = set(head_parameter_names(model))
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in head)
-    spec = TrainSpec(learning_rate=1e-3, epochs=0.3, batch_size=8, seed=0)
-    with frozen_encoder_in_eval_mode(model):
-        fit(model, ctx.train_features, ctx.collator(), spec, output_dir=ctx.stage_dir("lp"), progress=False)
+    fit, result = linear_probe_model(model, ctx.train_features, ctx.collator(), kind="classification", batch_size=8)
     hook.remove()
-    assert seen and all(encoder_training is False and outer is True for encoder_training, outer in seen)
-    model.train()
-    assert model.bert.encoder.training  # restored afterwards: LP-FT trains the encoder again
+    assert len(seen) == -(-len(ctx.train_features) // 8)  # one pass over the features, not one per epoch
+    assert all(encoder is False and outer is False for encoder, outer in seen)
+    assert model.training and model.bert.encoder.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert fit.stage == "lp" and fit.optimizer_steps == 0 and fit.forward_tokens > 0 and result.converged
