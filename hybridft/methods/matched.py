@@ -9,10 +9,11 @@ equal to the hybrid pipeline's on the same features:
     E_matched = F_fwd / F_full + E_ft + r · (n_teachers · F_fwd / F_full + E_student)
 
 where F_full = 6·P per token (full fine-tuning) and F_fwd = 2·P (a forward pass), counted on the model itself. The
-first term is the linear probe: one forward pass over the training features (`hybridft.probe`; its convex fit and
-the dev split's pass, together well under 1 % of the pipeline, are left out). n_teachers is the teacher passes over
-the distillation inputs: 1 (θ_fine; θ_pre's rows are the probe's matmul), or 2 with unlabelled inputs, which θ_pre
-must run over too. r = 1, or with unlabelled inputs (``unlabeled_split``) the tokens of the distillation inputs
+first term is the linear probe: one forward pass over the training features (`hybridft.probe`). Its convex fit and
+the dev split's pass are left out: 0.2 % of the hybrid pipeline's FLOPs on SST-2 and STS-B, about 3 % on CoNLL
+(28,000 token rows fit at five L2 strengths) in `results/teachers`, so plain_matched falls that much short there.
+n_teachers is the teacher passes over the distillation inputs: 1 (θ_fine; θ_pre's rows are the probe's matmul), or
+2 with unlabelled inputs, which θ_pre must run over too. r = 1, or with unlabelled inputs (``unlabeled_split``) the tokens of the distillation inputs
 (training + unlabelled) ÷ those of the training features. Every other stage of both pipelines runs over the same
 training features, so tokens per epoch cancel; the run record carries both methods' measured ``train_flops``, and
 the tables show their ratio.

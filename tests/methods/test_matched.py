@@ -52,7 +52,7 @@ def test_measured_flops_match_the_hybrid_pipeline(task, data_dir, stage_cache, t
     for method in ("plain", "plain_matched", "hybrid"):
         cfg = tiny_run(task, method, data_dir, epochs=1.0)
         results[method] = run_experiment(cfg, work_dir=tmp_path / method, cache_dir=stage_cache, progress=False)
-    # the formula leaves out the probe's convex fit (well under 1 % on MiniLM, a large share on this tiny model)
+    # the formula leaves out the probe's convex fit (0.2-3 % on MiniLM, a large share on this tiny model)
     hybrid = results["hybrid"]["train_flops"] - results["hybrid"]["probe"]["fit_flops"]
     ratio = results["plain_matched"]["train_flops"] / hybrid
     assert 0.9 <= ratio <= 1.1, ratio
