@@ -397,7 +397,9 @@ def train_context(cfg, data: PreparedData, work_dir: Path, cache_dir: Path, prog
         cache_dir=cache_dir,
         progress=progress,
         log_dir=log_dir,
-        dev_features=None if data.dev is None else data.dev.train_features,
+        # the probe chooses its L2 strength on the dev split, unless the run is scored there (a learning-rate sweep):
+        # then by cross-validation, so nothing is chosen on the split that scores the run
+        dev_features=None if data.dev is None or cfg.eval_on == "dev" else data.dev.train_features,
     )
 
 

@@ -325,3 +325,17 @@ def test_removed_knobs_name_their_replacement():
         get_method("lp").make_config({}, learning_rate=1e-3)
     with pytest.raises(ValueError, match=r"HybridConfig.lp_folds must be an integer >= 2"):
         get_method("hybrid").make_config({"lp_folds": 1})
+
+
+def test_the_probe_never_chooses_on_the_split_that_scores_the_run(tmp_path):
+    """A run scored on its dev split (a learning-rate sweep) has the probe choose λ by cross-validation instead."""
+    import dataclasses
+
+    from hybridft.experiment import RunConfig, prepare_data, train_context
+
+    cfg = RunConfig(task="sst2", method="lp", seed=0, model="tiny-bert", train_size=24, eval_size=8, dev_size=16,
+                    shifts=())  # fmt: skip
+    scored_on_eval = train_context(cfg, prepare_data(cfg), tmp_path, tmp_path, False)
+    assert scored_on_eval.dev_features is not None and len(scored_on_eval.dev_features) == 16
+    sweep = dataclasses.replace(cfg, eval_on="dev")
+    assert train_context(sweep, prepare_data(sweep), tmp_path, tmp_path, False).dev_features is None
