@@ -53,9 +53,16 @@ def warn_if_weak(scores: dict, where: str) -> bool | None:
 # The bench
 
 
+# Teacher scores already computed in this process, by the teacher's weights and the scored subsets: the methods of
+# one seed share their teachers (hybrid, kd_*, wise_ft, lp_ft, ... at equal settings), so each is scored once.
+_SCORED: dict[tuple, dict[str, Any]] = {}
+_SCORED_MAX = 64
+
+
 def bench_teacher_scores(teachers, data, cfg, work_dir, progress: bool) -> dict[str, Any]:
     """``teacher_scores`` of a bench run (`hybridft.stages.Teachers`, `hybridft.experiment.PreparedData`): each
     teacher scored with the task's metrics on the dev split (if any) and the evaluation split."""
+    from hybridft.distill import weights_hash
     from hybridft.experiment import score
     from hybridft.scoring import majority_baseline
 
@@ -63,8 +70,18 @@ def bench_teacher_scores(teachers, data, cfg, work_dir, progress: bool) -> dict[
     headline = task.headline
     majority_eval = majority_baseline(task, data.eval_features, data.eval_examples)
     majority_dev = None if data.dev is None else majority_baseline(task, data.dev.features, data.dev.examples)
+    subsets = (task.name, data.subsets["eval"]["fingerprint"], (data.subsets.get("dev") or {}).get("fingerprint"),
+               cfg.max_length)  # fmt: skip
 
     def one(model, probe: dict | None) -> dict[str, Any]:
+        key = (weights_hash(model), *subsets, None if probe is None else probe.get("selection"))
+        if key not in _SCORED:
+            if len(_SCORED) >= _SCORED_MAX:
+                _SCORED.pop(next(iter(_SCORED)))
+            _SCORED[key] = scored(model, probe)
+        return dict(_SCORED[key])
+
+    def scored(model, probe: dict | None) -> dict[str, Any]:
         evaluated = score(model, task, data.tokenizer, data.eval_features, data.eval_examples, cfg, work_dir, progress)
         entry = {"eval": float(evaluated.get(headline, float("nan"))), "majority_eval": majority_eval}
         if data.dev is not None:

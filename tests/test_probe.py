@@ -339,3 +339,30 @@ def test_the_probe_never_chooses_on_the_split_that_scores_the_run(tmp_path):
     assert scored_on_eval.dev_features is not None and len(scored_on_eval.dev_features) == 16
     sweep = dataclasses.replace(cfg, eval_on="dev")
     assert train_context(sweep, prepare_data(sweep), tmp_path, tmp_path, False).dev_features is None
+
+
+def test_teacher_scores_are_computed_once_per_teacher_and_subset(tmp_path, monkeypatch):
+    """Methods of one seed share their teachers: the second run's scores come from the first's, and another
+    teacher (other weights) is scored anew."""
+    import hybridft.experiment as experiment
+    import hybridft.methods  # noqa: F401  (before hybridft.stages: the package's import cycle, issue 30)
+    from hybridft.experiment import RunConfig, prepare_data
+    from hybridft.models import build_model
+    from hybridft.stages import Teachers
+    from hybridft.teacher_quality import bench_teacher_scores
+
+    cfg = RunConfig(task="sst2", method="hybrid", seed=0, model="tiny-bert", train_size=24, eval_size=8, dev_size=16,
+                    shifts=())  # fmt: skip
+    data = prepare_data(cfg)
+    calls = []
+    real = experiment.score
+    monkeypatch.setattr(experiment, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pre, fine = build_model("tiny-bert", data.task, 11), build_model("tiny-bert", data.task, 12)
+    first = bench_teacher_scores(Teachers(pre, fine, []), data, cfg, tmp_path, False)
+    assert len(calls) == 4  # two teachers × (eval, dev)
+    assert bench_teacher_scores(Teachers(pre, fine, []), data, cfg, tmp_path, False) == first
+    assert len(calls) == 4
+    other = build_model("tiny-bert", data.task, 13)
+    bench_teacher_scores(Teachers(other, fine, []), data, cfg, tmp_path, False)
+    assert len(calls) == 6
+    assert first["pre"]["dev_source"] == "dev" and first["pre"]["majority"] is not None
