@@ -51,6 +51,12 @@ def bucketed_order(lengths: Sequence[int], batch_size: int, seed: int, window_ba
     return shuffled + short
 
 
+def longest_first(lengths: Sequence[int]) -> np.ndarray:
+    """Indices ordered by length, longest first (ties keep their order): for forward-only passes, whose batches then
+    pad little (`hybridft.training.predict`, the teacher pass `hybridft.distill.length_sorted_pass`)."""
+    return np.argsort(-np.asarray(lengths), kind="stable")
+
+
 class BucketedSampler(torch.utils.data.Sampler[int]):
     """Indices of length-bucketed batches in shuffled batch order; a new order every epoch."""
 
@@ -94,4 +100,4 @@ def padded_ratio(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> fl
     return padded / max(1, int(lengths.sum()))
 
 
-__all__ = ["BATCHING_MODES", "BucketedSampler", "bucketed_order", "feature_lengths", "padded_ratio"]
+__all__ = ["BATCHING_MODES", "BucketedSampler", "bucketed_order", "feature_lengths", "longest_first", "padded_ratio"]

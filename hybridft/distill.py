@@ -287,7 +287,7 @@ def length_sorted_pass(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from hybridft.batching import feature_lengths
+    from hybridft.batching import feature_lengths, longest_first
 
     extras = getattr(rows, "extra_columns", ())
     teacher_columns = getattr(rows, "teacher_columns", ())
@@ -299,8 +299,7 @@ def length_sorted_pass(
         ]
     )
     collator = rows.collator(collator) if extras else collator
-    lengths = feature_lengths(features)
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: equal lengths keep their order
+    order = longest_first(feature_lengths(features)).tolist()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     loader = DataLoader(inputs, batch_sampler=batches, collate_fn=collator)
     device = _model_device(model) if device is None else device

@@ -269,13 +269,15 @@ def predict(model, features, collator, *, batch_size: int, output_dir, progress:
     import numpy as np
     from transformers import Trainer
 
+    from hybridft.batching import feature_lengths, longest_first
+
     spec = TrainSpec(learning_rate=1.0, epochs=1.0, batch_size=1, seed=0)
     args = training_arguments(spec, output_dir, progress=progress, eval_batch_size=batch_size)
     trainer = Trainer(model=model, args=args, data_collator=collator)
     _quiet(trainer, progress)
     if not by_length or len(features) < 2 or "input_ids" not in features.column_names:
         return trainer.predict(features).predictions
-    order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
+    order = longest_first(feature_lengths(features))
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     predictions = trainer.predict(features.select(order.tolist())).predictions
