@@ -475,7 +475,7 @@ def run_experiment(
         teacher_fields = {"teacher_scores": scores, "weak_teacher": warn_if_weak(scores, f"{cfg.method} on "
                           f"{cfg.task}, seed {cfg.seed}")}  # fmt: skip
         if trained.teachers.probe is not None:
-            teacher_fields["probe"] = {k: v for k, v in trained.teachers.probe.items() if k != "logits"}
+            teacher_fields["probe"] = dict(trained.teachers.probe)
     return {
         "metrics": metrics,
         "headline_metric": headline_key,

@@ -368,21 +368,25 @@ class _Split:
     offsets: np.ndarray | None = None
 
 
+def _feature_rows(offsets: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the row numbers of features ``which``, in order; the offsets of those features among them)."""
+    lengths = offsets[which + 1] - offsets[which]
+    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in which]) if len(which) else np.zeros(0, int)
+    return rows, np.concatenate([[0], np.cumsum(lengths)])
+
+
 def _labelled(kind: str, feats: HeadFeatures, which: np.ndarray | None = None) -> _Split:
     """The labelled rows of ``feats`` (of features ``which``, all when None)."""
     offsets = feats.offsets.numpy()
-    n = len(feats)
-    which = np.arange(n) if which is None else np.asarray(which)
+    which = np.arange(len(feats)) if which is None else np.asarray(which)
     values = feats.values.numpy()
     if kind == "qa":
-        spans = feats.labels[which]
-        keep = which[(spans >= 0).all(axis=1)]
+        keep = which[(feats.labels[which] >= 0).all(axis=1)]
         lengths = offsets[keep + 1] - offsets[keep]
         keep = keep[(feats.labels[keep] < lengths[:, None]).all(axis=1)]
-        rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in keep]) if len(keep) else np.zeros(0, int)
-        lengths = offsets[keep + 1] - offsets[keep]
-        return _Split(values[rows].astype(np.float64), feats.labels[keep], np.concatenate([[0], np.cumsum(lengths)]))
-    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in which]) if len(which) else np.zeros(0, int)
+        rows, window_offsets = _feature_rows(offsets, keep)
+        return _Split(values[rows].astype(np.float64), feats.labels[keep], window_offsets)
+    rows, _ = _feature_rows(offsets, which)
     y = feats.labels[rows] if kind == "token" else feats.labels[which]
     keep = ~np.isnan(y) if kind == "regression" else y >= 0
     return _Split(values[rows][keep].astype(np.float64), y[keep])
@@ -467,10 +471,6 @@ class ProbeResult:
         return {k: v for k, v in self.__dict__.items() if k != "logits"}
 
 
-def _n_outputs(kind: str, head: ProbeHead) -> int:
-    return head.layer.out_features
-
-
 def check_fit_rows(kind: str, split: _Split, label_column: str) -> None:
     """ValueError naming the label column when the training rows cannot be fit: none, or a single class."""
     if len(split.y) == 0:
@@ -542,11 +542,9 @@ def _qa_subsample(feats: HeadFeatures, settings: ProbeSettings) -> HeadFeatures:
         return feats
     keep = np.sort(np.random.default_rng([settings.seed, 0x5A]).choice(labelled, settings.max_qa_windows,
                                                                         replace=False))  # fmt: skip
-    offsets = feats.offsets.numpy()
-    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in keep])
-    lengths = offsets[keep + 1] - offsets[keep]
-    return HeadFeatures(feats.values[torch.from_numpy(rows)], torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
-                        feats.labels[keep], feats.tokens, feats.time_s)  # fmt: skip
+    rows, offsets = _feature_rows(feats.offsets.numpy(), keep)
+    return HeadFeatures(feats.values[torch.from_numpy(rows)], torch.from_numpy(offsets), feats.labels[keep],
+                        feats.tokens, feats.time_s)  # fmt: skip
 
 
 def fit_probe(model, train: HeadFeatures, *, kind: str, dev: HeadFeatures | None = None,
@@ -558,7 +556,7 @@ def fit_probe(model, train: HeadFeatures, *, kind: str, dev: HeadFeatures | None
     settings = settings or ProbeSettings()
     head = probe_head(model)
     identity_hidden(head)
-    n_classes = _n_outputs(kind, head)
+    n_classes = head.layer.out_features
     start = time.perf_counter()
     # One BLAS thread: on these small matrices a thread pool's start-up costs far more than it saves (about 50x
     # slower with OpenBLAS on two threads here).

@@ -80,9 +80,10 @@ def probe_settings(settings, seed: int) -> ProbeSettings:
     return ProbeSettings(l2_grid=tuple(settings.lp_l2_grid), folds=settings.lp_folds, seed=seed)
 
 
-def check_stage_fields(settings) -> None:
-    """ValueError naming the teacher-stage field of ``settings`` (`StageFields` or `HybridTrainingArguments`) that
-    is out of range. A list ``lp_l2_grid`` becomes a tuple (a TOML/JSON override), so the config stays hashable."""
+def check_probe_fields(settings) -> None:
+    """ValueError naming ``settings``' ``lp_l2_grid`` or ``lp_folds`` (a `StageFields`, `LpConfig` or the trainer's
+    arguments) when out of range. A list ``lp_l2_grid`` becomes a tuple (a TOML/JSON override), so the config stays
+    hashable."""
     owner = type(settings).__name__
     grid = settings.lp_l2_grid
     if isinstance(grid, (str, bytes)) or not hasattr(grid, "__iter__"):
@@ -93,6 +94,13 @@ def check_stage_fields(settings) -> None:
     except ValueError as exc:
         raise ValueError(str(exc).replace("ProbeSettings.l2_grid", f"{owner}.lp_l2_grid")
                          .replace("ProbeSettings.folds", f"{owner}.lp_folds")) from None  # fmt: skip
+
+
+def check_stage_fields(settings) -> None:
+    """ValueError naming the teacher-stage field of ``settings`` (`StageFields` or `HybridTrainingArguments`) that
+    is out of range (the probe's: `check_probe_fields`)."""
+    owner = type(settings).__name__
+    check_probe_fields(settings)
     if not settings.ft_learning_rate > 0:
         raise ValueError(f"{owner}.ft_learning_rate must be > 0, got {settings.ft_learning_rate}")
     if settings.ft_epochs is not None and not settings.ft_epochs > 0:
@@ -239,7 +247,7 @@ def probe_stage(cache_dir: Path, stage: str, key_data: dict, build_fn, features,
 
     model, result, key, (record, tensors) = stored_stage(cache_dir, stage, key_data, train, build_fn,
                                                          with_extra=True)  # fmt: skip
-    for param in model.parameters():
+    for param in model.parameters():  # trainable as after a fit, also when loaded into a model with frozen weights
         param.requires_grad_(True)
     logits = TeacherLogits(tensors["logits_values"], tensors["logits_offsets"], width=record["width"])
     return Probed(model, result, key, record, logits)

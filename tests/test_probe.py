@@ -142,7 +142,7 @@ def test_span_fit_has_zero_gradient_and_beats_its_start():
 # On models
 
 
-def _features(task_name, model, n=48, seed=0):
+def _features(task_name, n=48, seed=0):
     from hybridft.experiment import RunConfig, prepare_data
 
     cfg = RunConfig(task=task_name, method="lp", seed=seed, model="tiny-bert", train_size=n, eval_size=8,
@@ -157,7 +157,7 @@ def test_probe_rows_are_the_models_own_outputs(task_name):
     from hybridft.distill import compute_teacher_logits, rows_for
     from hybridft.models import build_model
 
-    data = _features(task_name, None)
+    data = _features(task_name)
     model = build_model("tiny-bert", data.task, 0).double()  # float64: padding changes no digit that matters
     collator = data.task.collator(data.tokenizer)
     train = head_features(model, data.train_features, collator, kind=data.task.kind, batch_size=7)
@@ -176,7 +176,7 @@ def test_teacher_pass_sorted_equals_one_by_one():
     from hybridft.distill import compute_teacher_logits, rows_for
     from hybridft.models import build_model
 
-    data = _features("conll2003", None, n=30)
+    data = _features("conll2003", n=30)
     model = build_model("tiny-bert", data.task, 1)
     collator = data.task.collator(data.tokenizer)
     rows = rows_for("token")
@@ -191,7 +191,7 @@ def test_teacher_pass_sorted_equals_one_by_one():
 def test_probe_uses_the_dev_split_and_records_its_choice():
     from hybridft.models import build_model
 
-    data = _features("sst2", None)
+    data = _features("sst2")
     model = build_model("tiny-bert", data.task, 0)
     collator = data.task.collator(data.tokenizer)
     train = head_features(model, data.train_features, collator, kind="classification", batch_size=16)
@@ -207,7 +207,7 @@ def test_probe_uses_the_dev_split_and_records_its_choice():
 def test_probe_features_run_in_eval_mode_and_leave_the_mode():
     from hybridft.models import build_model
 
-    data = _features("sst2", None, n=24)
+    data = _features("sst2", n=24)
     model = build_model("tiny-bert", data.task, 0)
     model.train()
     collator = data.task.collator(data.tokenizer)
@@ -287,7 +287,7 @@ def test_too_small_a_dev_split_is_an_error_naming_dev_size():
 def test_nan_features_are_an_error_naming_the_layer():
     from hybridft.models import build_model
 
-    data = _features("sst2", None, n=16)
+    data = _features("sst2", n=16)
     model = build_model("tiny-bert", data.task, 0)
     with torch.no_grad():
         model.bert.pooler.dense.weight.fill_(float("nan"))
@@ -366,3 +366,21 @@ def test_teacher_scores_are_computed_once_per_teacher_and_subset(tmp_path, monke
     bench_teacher_scores(Teachers(other, fine, []), data, cfg, tmp_path, False)
     assert len(calls) == 6
     assert first["pre"]["dev_source"] == "dev" and first["pre"]["majority"] is not None
+
+
+def test_large_qa_sets_are_fit_on_a_seeded_subsample_of_windows():
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    config = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16)  # fmt: skip
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(5, 10, size=30)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    labels = np.stack([rng.integers(0, n, size=2) for n in lengths])
+    feats = _head_features(rng.normal(size=(offsets[-1], 8)), labels, offsets)
+    settings = ProbeSettings(max_qa_windows=10, folds=2)
+    first = fit_probe(BertForQuestionAnswering(config), feats, kind="qa", settings=settings)
+    second = fit_probe(BertForQuestionAnswering(config), feats, kind="qa", settings=settings)
+    assert (first.train_rows, first.fit_rows) == (30, 10)
+    assert first.l2 == second.l2 and first.train_loss == second.train_loss  # the same seeded draw
+    assert first.logits.values.shape == (offsets[-1], 2)  # θ_pre's rows still cover every window

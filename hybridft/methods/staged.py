@@ -22,6 +22,7 @@ from hybridft.stages import (
     REMOVED_LP_FIELDS,
     StageFields,
     Teachers,
+    check_probe_fields,
     fine_tune_from,
     linear_probe,
     probe_settings,
@@ -45,12 +46,7 @@ class LpConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        grid = self.lp_l2_grid
-        object.__setattr__(self, "lp_l2_grid", tuple(grid) if isinstance(grid, (list, tuple)) else grid)
-        try:
-            probe_settings(self, 0)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{type(self).__name__}: {exc}") from None
+        check_probe_fields(self)
 
 
 @register
