@@ -86,8 +86,15 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def tables(session: nox.Session) -> None:
-    """Regenerate tables and plots from a results folder's runs.jsonl. Example: `nox -s tables -- results/quick`."""
+    """Regenerate tables and plots from a results folder's runs.jsonl. Example: `nox -s tables -- results/quick`.
+
+    `nox -s tables -- labels DIR ... [--check]` runs `bench.eval_labels` instead: the labels of the evaluation
+    subsets that older records hold only as per-example correctness (DIR/eval_labels.json, for the collapse flag),
+    rebuilt from the data folder (HYBRIDFT_DATA_DIR, or ../shared/data beside the clone)."""
     _install(session, "bench")
+    if session.posargs[:1] == ["labels"]:
+        session.run("python", "-m", "bench.eval_labels", *session.posargs[1:], env=_offline_env())
+        return
     session.run("python", "-m", "bench.tables", *session.posargs)
 
 

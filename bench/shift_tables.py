@@ -4,8 +4,9 @@
   more than one) and each shift set, then the label-noise sets (CoNLL++) apart; mean ± std over seeds with the main
   table's marks, and a majority-baseline row per set (the trivial constant predictor on that set).
 - OOD summary: per method and task the ID mean and the OOD mean with 95 % two-level bootstrap intervals.
-- OOD differences vs plain and vs plain_matched: the same columns as method − baseline in percentage points with
-  95 % intervals of the two-level paired bootstrap (bench.stats; OOD avg: `paired_mean_difference`).
+- OOD differences vs the baselines: the same columns as method − baseline in percentage points with the paired
+  t-interval over seeds (bold when Holm-significant) and the examples' two-level bootstrap (bench.stats; OOD avg:
+  `paired_mean_difference`); the per-set columns are labelled exploratory.
 - Stability: per method and task over the seeds, the std, the worst seed, the failed-to-learn count and the
   variance ratio against plain with its F-distribution interval (`bench.stats.variance_ratio`).
 
@@ -23,13 +24,18 @@ from bench import stats
 from bench.render import Table
 from bench.tables import (
     BASELINES,
+    COLLAPSED_MARK,
+    FLAG_NOTE,
     TASK_LABELS,
     Cell,
-    _difference_text,
     _num,
     _run_rank,
+    add_difference_rows,
     baseline_blocks,
     cells,
+    difference_headers,
+    holm_family,
+    interval_notes,
     layout,
 )
 
@@ -45,7 +51,8 @@ def shift_view(record: dict[str, Any], name: str) -> dict[str, Any] | None:
     view = {k: v for k, v in record.items() if k not in ("shift_metrics", "extra_metrics")}
     view.update(headline=entry.get("headline"), headline_metric=entry.get("headline_metric"),
                 eval_stats=entry.get("eval_stats"), majority_baseline=entry.get("majority_baseline"),
-                failed_to_learn=entry.get("failed_to_learn"), subsets={"eval": entry.get("subset") or {}})  # fmt: skip
+                failed_to_learn=entry.get("failed_to_learn"), subsets={"eval": entry.get("subset") or {}},
+                prediction_share=entry.get("prediction_share"))  # fmt: skip
     return view
 
 
@@ -67,7 +74,7 @@ def mean_view(record: dict[str, Any], names: list[str]) -> dict[str, Any] | None
         return None
     values = [stats._finite(v.get("headline")) for v in views]
     baselines = [stats._finite(v.get("majority_baseline")) for v in views]
-    view = {**views[0], "eval_stats": None, "subsets": {}}
+    view = {**views[0], "eval_stats": None, "subsets": {}, "prediction_share": None}
     mean = statistics.fmean(values) if all(x is not None for x in values) else None
     base = statistics.fmean(baselines) if all(x is not None for x in baselines) else None
     view.update(headline=mean, majority_baseline=base,
@@ -122,15 +129,8 @@ def ood_table(runs: list[dict[str, Any]]) -> Table | None:
                   ["Model", "Method", *(_label(t, c) for t, c in cols)])  # fmt: skip
     for model in models:
         table.start_block()
-        first = len(table.rows)
         for method in methods[model]:
             table.add([model, method, *(grids[k].get((model, method, k[0]), Cell()).text() for k in cols)])
-        for j, key in enumerate(cols):
-            column = [grids[key].get((model, m, key[0]), Cell()).mean for m in methods[model]]
-            finite = [v for v in column if v is not None]
-            for i, v in enumerate(column):
-                if finite and v is not None and _num(v) == _num(max(finite)):
-                    table.bold.add((first + i, 2 + j))
         baselines = []
         for task, column in cols:
             values = [stats.percent(r, r.get("majority_baseline")) for r in column_runs(runs, task, column)
@@ -145,9 +145,11 @@ def ood_table(runs: list[dict[str, Any]]) -> Table | None:
         "Each run is scored on its task's evaluation split (ID) and on every shift set of the task (hybridft.shift; "
         "a fixed seeded subset per set, in the records' shift_metrics.subset); OOD avg: the mean over the task's "
         "shift sets, per seed, then over seeds. Label-noise sets (conllpp: CoNLL-2003 test with corrected labels) "
-        f"are not shifts and not in OOD avg. Sets: {', '.join(sets)}. Marks as in the main table; ⚠ on OOD avg: "
-        "the mean at or below the mean of the sets' majority baselines."
+        f"are not shifts and not in OOD avg. Sets: {', '.join(sets)}. Marks as in the main table, per set; ⚠ on OOD "
+        "avg: the mean at or below the mean of the sets' majority baselines (collapse is judged per set). No bold: "
+        "see the differences table."
     )
+    table.notes.append(FLAG_NOTE)
     if metrics:
         table.notes.append(f"Headline metric where it differs from the task's: {'; '.join(metrics)} (plo_f1: entity "
                            "F1 over PER/LOC/ORG, predicted MISC spans dropped; WNUT-17 has no MISC).")  # fmt: skip
@@ -159,7 +161,7 @@ def _interval_text(result) -> str:
         return "–"
     mean, low, high, _, method = result
     text = _num(mean) + (f" [{_num(low)}, {_num(high)}]" if low is not None else "")
-    return text + (" (s)" if method == stats.SEEDS_ONLY else "")
+    return text + (" (per seed)" if method == stats.PER_SEED else "")
 
 
 def ood_summary_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, seed: int = 0) -> Table | None:
@@ -184,56 +186,70 @@ def ood_summary_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, se
     table.notes.append(
         "Mean headline (%) over the seeds that finished ok and, for OOD, over the task's shift sets (label-noise "
         "sets excluded), with the 95 % percentile interval of the two-level bootstrap (seeds, then evaluation "
-        "examples; one seed draw shared by a task's shift sets, examples drawn per set). It is the uncertainty of "
-        "this protocol's mean at these seeds and examples, not of the method in general. (s): seeds only."
+        "examples, one example draw per resample shared by the seeds that were scored on the same subset; one seed "
+        "draw shared by a task's shift sets, examples drawn per set). It is the uncertainty of this protocol's mean "
+        "at these seeds and examples, not of the method in general; compare methods in the differences table. "
+        "(per seed): the subsets differ between seeds, each seed's examples drawn on their own; no interval: a run "
+        "without per-example statistics."
     )
     return table
 
 
+def _diff_label(task: str, column: str | None) -> str:
+    """An OOD difference column's label: per-set columns are exploratory (one of many sets, picked after the fact
+    they would be a forking path)."""
+    return _label(task, column) + ("" if column in (ID, AVG) else " (exploratory)")
+
+
 def ood_difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, seed: int = 0) -> Table | None:
-    """Method − baseline (plain, plain_matched) in every OOD-table column, 95 % paired-bootstrap intervals."""
+    """Method − baseline (plain, plain_matched, lora_matched) in every OOD-table column: the paired t-interval (bold
+    when Holm-significant within the table, model and baseline) and the examples' bootstrap."""
     cols = columns(runs)
     models, _, methods = layout(runs)
     baselines = [b for b in BASELINES if any(r["method"] == b for r in runs)]
     if not cols or not baselines:
         return None
-    table = Table(f"Out of distribution: differences vs {' and vs '.join(baselines)} (percentage points, 95 % CI)",
-                  ["Model", "Baseline", "Method", *(_label(t, c) for t, c in cols)])  # fmt: skip
+    table = Table(f"Out of distribution: differences vs {' and vs '.join(baselines)} (percentage points, 95 % "
+                  f"intervals)", ["Model", "Baseline", "Method", "Seeds",
+                                  *difference_headers([_diff_label(t, c) for t, c in cols])])  # fmt: skip
     views = {key: column_runs(runs, *key) for key in cols}
+    notes: list[str] = []
     for model, baseline, others in baseline_blocks(table, models, methods, baselines):
-        results: dict[tuple, dict[str, stats.Difference | None]] = {}
+        results: dict[tuple, stats.Difference | None] = {}
         for key in cols:
             mine = {m: [r for r in views[key] if r["model"] == model and r["method"] == m] for m in others}
             base = [r for r in views[key] if r["model"] == model and r["method"] == baseline]
             if key[1] == AVG:
                 names = shift_sets(runs, key[0])[0]
                 per_set = {n: [r for r in column_runs(runs, key[0], n) if r["model"] == model] for n in names}
-                results[key] = {m: stats.paired_mean_difference(
+                found = {m: stats.paired_mean_difference(
                     [[r for r in per_set[n] if r["method"] == m] for n in names],
                     [[r for r in per_set[n] if r["method"] == baseline] for n in names], n_boot, seed)
                     for m in others}  # fmt: skip
             else:
-                results[key] = stats.paired_differences(mine, base, n_boot=n_boot, seed=seed)
-        for method in others:
-            row = [results[key][method] for key in cols]
-            if all(d is None for d in row):
-                continue
-            for j, d in enumerate(row):
-                if d is not None and d.excludes_zero:
-                    table.bold.add((len(table.rows), 3 + j))
-            table.add([model, baseline, method, *(_difference_text(d) for d in row)])
+                found = stats.paired_differences(mine, base, n_boot=n_boot, seed=seed)
+            results.update({(model, baseline, m, key): d for m, d in found.items()})
+        family = holm_family(results)
+        if family:
+            notes += add_difference_rows(table, family, others, cols, 3)
+    table.notes += interval_notes(n_boot, seed, "ID: the task's evaluation subset; OOD avg: the mean over the task's "
+                                  "shift sets, per seed; a set: its headline")  # fmt: skip
     table.notes.append(
-        "As the main difference table (two-level paired bootstrap over seeds and examples, the same resamples for "
-        "method and baseline); OOD avg: one seed draw shared by the task's shift sets, the examples of each set "
-        "drawn on their own, the difference of the sets' mean. Bold: the interval excludes 0."
+        "OOD avg's bootstrap: one seed draw shared by the task's shift sets, the examples of each set drawn on their "
+        "own. The per-set columns are exploratory: with several shift sets per task, the best of them is a pick "
+        "among many comparisons; only ID and OOD avg are planned comparisons (the Holm family still counts every "
+        "column)."
     )
+    table.notes += [f"Not bootstrapped: {n}" for n in dict.fromkeys(x for x in notes if "left out" not in x)]
+    table.notes += [f"Unpaired: {n}" for n in dict.fromkeys(x for x in notes if "left out" in x)]
     return table
 
 
 def _worst(cell: Cell) -> str:
     if not cell.scores:
         return "–"
-    return _num(min(cell.scores)) + (f" ⚠{cell.not_learned}/{cell.recorded}" if cell.not_learned else "")
+    return (_num(min(cell.scores)) + (f" ⚠{cell.not_learned}/{cell.recorded}" if cell.not_learned else "")
+            + (f" {COLLAPSED_MARK}{cell.collapsed}/{cell.recorded}" if cell.collapsed else ""))  # fmt: skip
 
 
 def _ratio_text(scores: list[float], baseline: list[float]) -> str:

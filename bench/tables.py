@@ -6,14 +6,15 @@ Writes DIR/table.md and DIR/table.tex (and the plots, see bench.plots):
   columns = tasks (plus a column per extra evaluation split a record carries in ``extra_metrics``, e.g. MNLI-mm),
   headline metric as mean ± sample std over the seeds that finished ok, the median when there are ≥ 3 such seeds,
   "(j/n ok)" when some seeds did not finish ok, "⚠k/n" when k of the n recorded runs failed to learn (see
-  bench.stats.failed_to_learn), "θ↓k/n" when θ_pre was a weak teacher (at or below its majority baseline on dev)
-  in k of the n runs that record ``weak_teacher``, an average column (only for rows with every task), "Compute
-  ×plain" (median over tasks and seeds of train_flops ÷ plain's at the same model, task and seed), the best mean per
-  column within a model in bold, and a "majority baseline" row per model (the trivial constant predictor's headline
-  per task);
-- differences vs plain and vs plain_matched: method − baseline in percentage points per task with a 95 % interval
-  from a two-level paired bootstrap over seeds and evaluation examples (bench.stats.paired_differences), bold when
-  the interval excludes 0;
+  bench.stats.failed_to_learn), "⚠collapsed k/n" when k collapsed (bench.stats.collapsed), "θ↓k/n" when θ_pre was
+  a weak teacher (at or below its majority baseline on dev) in k of the n runs that record ``weak_teacher``,
+  "Compute ×plain" (median over tasks and seeds of train_flops ÷ plain's at the same model, task and seed) and a
+  "majority baseline" row per model (the trivial constant predictor's headline per task). No bold (a best mean
+  is not a finding) and no average over tasks (their metrics differ);
+- differences vs plain, plain_matched and lora_matched: method − baseline in percentage points per task, with
+  the paired Student t-interval over the per-seed differences (the interval that decides; bold when it excludes 0
+  after Holm's correction within the model and baseline) and beside it the examples' uncertainty, a two-level
+  paired bootstrap over seeds and evaluation examples (bench.stats.paired_differences);
 - a teachers table, when the records carry ``teacher_scores``: per model, task and method the headline of θ_pre and
   θ_fine on dev (held-out, or cross-validated) and on the evaluation subset, the majority baselines, and the
   weak-teacher count;
@@ -29,8 +30,11 @@ Writes DIR/table.md and DIR/table.tex (and the plots, see bench.plots):
 Scores are percentages (0–1 metrics × 100; SQuAD EM/F1 already are). Fields added to the records later (headline
 statistics, compute, baselines) may be missing from older records: those cells show "–". Ordering is canonical
 (models by name, tasks and methods in a fixed order, seeds ascending), the bootstrap uses a fixed seed, and
-nothing reads the clock, so the same records give byte-identical files. `--check` regenerates in memory and exits
-1 when a file on disk differs.
+nothing reads the clock, so the same records give byte-identical files. Beside the tables it writes summary.csv
+(per task, model and method: n, mean, std, median, the t-interval of the mean, the flag counts) and differences.csv
+(every comparison of the difference table, with both intervals and the Holm decision). A folder's eval_labels.json
+(bench.eval_labels) gives the prediction share of classifiers whose records hold only per-example correctness.
+`--check` regenerates in memory and exits 1 when a file on disk differs.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 
 from bench import records as rec
 from bench import stats
+from bench.eval_labels import LABELS_FILE  # labels of evaluation subsets, for records with correctness only
 from bench.profiles import ALPHA_SWEEP
 from bench.render import Table, render_latex, render_markdown
 
@@ -77,12 +82,22 @@ OFFLINE_NOTES = {
     "(the first number after the last 'The answer is' or '####', else the last number), after PEFT's method "
     "comparison, which scores an answer without such a phrase wrong.",
 }
-TABLE_FILES = ("table.md", "table.tex")
+TABLE_FILES = ("table.md", "table.tex", "summary.csv", "differences.csv")
 COMPUTE_FIELDS = (("train_tokens", "Train tokens"), ("forward_tokens", "Forward tokens"),
                   ("optimizer_steps", "Optimizer steps"), ("train_flops", "Train FLOPs"))  # fmt: skip
 MAIN_TITLE = "Headline metric (%), mean ± std over seeds"
 TEACHERS_TITLE = "Teachers: headline (%) of θ_pre and θ_fine on dev and on the evaluation subset, over seeds"
 WEAK_MARK = "θ↓"  # a cell's weak-teacher count: θ_pre at or below its majority baseline on dev
+COLLAPSE_SEED_MARK = " (collapsed)"  # a per-seed cell of a collapsed run
+COLLAPSED_MARK = "⚠collapsed "  # a cell's collapsed count (bench.stats.collapsed); plain ⚠ is failed to learn
+FLAG_NOTE = (
+    "Two ⚠ marks, counted apart: ⚠k/n = k of the n recorded runs failed to learn (headline missing or ≤ the "
+    "majority baseline; runs that diverged or failed count too); ⚠collapsed k/n = k of the n runs collapsed: a "
+    "regression whose predictions barely vary (sd(prediction) ÷ sd(label) < 0.1 on the evaluation rows), or a "
+    "classifier that predicts one class far beyond its share ((s − q) ÷ (1 − q) > 0.85, s = the most-predicted "
+    "class's share of the evaluation rows, q = its true share). A run can be both. Flagged runs stay in the means "
+    "and in the seed pairing."
+)
 
 
 def _order(values: Iterable[str], canonical: tuple[str, ...]) -> list[str]:
@@ -146,6 +161,8 @@ class Cell:
     recorded: int = 0
     statuses: list[str] = field(default_factory=list)
     not_learned: int = 0
+    collapsed: int = 0
+    collapse_unjudged: int = 0  # ok runs whose collapse cannot be judged (prediction share not recorded)
     weak_teachers: int = 0
     teachers_judged: int = 0
 
@@ -166,9 +183,19 @@ class Cell:
             body += f" ({len(self.scores)}/{self.recorded} ok)"
         if self.not_learned:
             body += f" ⚠{self.not_learned}/{self.recorded}"
+        if self.collapsed:
+            body += f" {COLLAPSED_MARK}{self.collapsed}/{self.recorded}"
         if self.weak_teachers:
             body += f" {WEAK_MARK}{self.weak_teachers}/{self.teachers_judged}"
         return body
+
+
+def _judgeable(record: dict[str, Any]) -> bool:
+    """Whether `bench.stats.collapsed` applies to the run's task: regression and classification (causal-LM label
+    choice included); tokens, spans and generated answers are not judged."""
+    kind = (record.get("eval_stats") or {}).get("kind")
+    label_choice = record.get("task_kind") == "causal_lm" and record.get("metric_name") == "glue"  # sst2_lm
+    return kind in ("pearson", "spearman") or record.get("task_kind") == "classification" or label_choice
 
 
 def split_records(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -205,6 +232,10 @@ def cells(
             cell.statuses.append(r["status"])
         if split is None and stats.failed_to_learn(r):
             cell.not_learned += 1
+        if split is None:
+            flag = stats.collapsed(r)
+            cell.collapsed += bool(flag)
+            cell.collapse_unjudged += flag is None and r["status"] == "ok" and _judgeable(r)
         if split is None and teachers and isinstance(r.get("weak_teacher"), bool):
             cell.teachers_judged += 1
             cell.weak_teachers += r["weak_teacher"]
@@ -280,48 +311,37 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | No
     grids = {split: cells(runs, split) for split in sorted({s for _, s in columns if s is not None})}
     grids[None] = cells(runs, teachers=True)
     labels = [column_label(t, s, metric) for t, s in columns]
-    table = Table(MAIN_TITLE, ["Model", "Method", "# Trainable", *labels, "Avg.", "Compute ×plain"])
-    any_majority = any_compute = any_not_learned = any_weak = False
+    table = Table(MAIN_TITLE, ["Model", "Method", "# Trainable", *labels, "Compute ×plain"])
+    any_majority = any_compute = any_flag = any_weak = False
+    unjudged = 0
     for model in models:
         table.start_block()
-        first = len(table.rows)
         for method in methods[model]:
             row_cells = [grids[s].get((model, method, t), Cell()) for t, s in columns]
             head_cells = [c for c, (_, s) in zip(row_cells, columns, strict=True) if s is None]
-            complete = head_cells and all(c.scores and len(c.scores) == c.recorded for c in head_cells)
-            avg = _num(statistics.fmean(c.mean for c in head_cells)) if complete else "–"
             ratios = compute_ratios(runs, model, method)
             any_compute = any_compute or bool(ratios)
-            any_not_learned = any_not_learned or any(c.not_learned for c in head_cells)
+            any_flag = any_flag or any(c.not_learned or c.collapsed for c in head_cells)
             any_weak = any_weak or any(c.weak_teachers for c in head_cells)
+            unjudged += sum(c.collapse_unjudged for c in head_cells)
             ratio = f"{statistics.median(ratios):.2f}" if ratios else "–"
-            table.add([model, method, trainable_text(runs, model, method), *(c.text() for c in row_cells), avg, ratio])
-        for j, (task, split) in enumerate(columns):
-            column = [grids[split].get((model, m, task), Cell()).mean for m in methods[model]]
-            finite = [v for v in column if v is not None]
-            if finite:
-                best = _num(max(finite))
-                for i, v in enumerate(column):
-                    if v is not None and _num(v) == best:
-                        table.bold.add((first + i, 3 + j))
+            table.add([model, method, trainable_text(runs, model, method), *(c.text() for c in row_cells), ratio])
         majority = [majority_scores(runs, model, t) if s is None else None for t, s in columns]
         if any(v is not None for v in majority):
             any_majority = True
-            head = [v for v, (_, s) in zip(majority, columns, strict=True) if s is None]
-            avg = _num(statistics.fmean(head)) if all(v is not None for v in head) else "–"
-            table.add([model, "majority baseline", "–", *(_num(v) if v is not None else "–" for v in majority),
-                       avg, "–"])  # fmt: skip
+            table.add([model, "majority baseline", "–", *(_num(v) if v is not None else "–" for v in majority), "–"])
     table.notes.append(
         "Mean over the seeds that finished ok; ± is the sample std (n ≥ 2); (med x) is the median, shown for n ≥ 3 "
         "(for n ≤ 2 it equals the mean); (j/n ok) marks cells where some seeds diverged or failed (see the per-seed "
-        "table). Avg. (over the task columns, not the extra splits) only for rows where every run finished ok."
+        "table). No bold: which mean is best is a question for the difference table, and no average over tasks: the "
+        "columns are different metrics (accuracy, correlation, F1)."
     )
-    if any_not_learned:
-        table.notes.append(
-            "⚠k/n: k of the n recorded runs failed to learn: headline missing or ≤ the majority baseline (the "
-            "record's failed_to_learn; computed from headline and majority_baseline for records without it); runs "
-            "that diverged or failed count as not learned. The mean still includes the ok runs that failed to learn."
-        )
+    if any_flag:
+        table.notes.append(FLAG_NOTE + " failed_to_learn is the record's, or computed from headline and "
+                           "majority_baseline for records without it.")  # fmt: skip
+    if unjudged:
+        table.notes.append(f"Collapse not judged for {unjudged} ok runs: their prediction share is not recorded "
+                           "(per-example correctness only, and no labels to derive it from).")  # fmt: skip
     if any_weak:
         table.notes.append(
             f"{WEAK_MARK}k/n: in k of the n runs that record it (the record's weak_teacher), θ_pre was a weak teacher: "
@@ -355,13 +375,32 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | No
     return table
 
 
-def _difference_text(d: stats.Difference | None) -> str:
+def t_text(d: stats.Difference | None) -> str:
+    """A difference with its paired t-interval: "+1.5 [-0.4, +3.6]"; one seed: no interval."""
     if d is None:
         return "–"
-    text = _signed(d.diff)
-    if d.low is not None:
-        text += f" [{_signed(d.low)}, {_signed(d.high)}]"
-    return text + (" (s)" if d.method == stats.SEEDS_ONLY else "")
+    if d.t_low is None:
+        return f"{_signed(d.diff)} (1 seed: no interval)"
+    return f"{_signed(d.diff)} [{_signed(d.t_low)}, {_signed(d.t_high)}]"
+
+
+def boot_text(d: stats.Difference | None) -> str:
+    """The bootstrap interval over seeds and examples; "(per seed)" where examples were drawn per seed."""
+    if d is None or d.boot_low is None:
+        return "–"
+    return f"[{_signed(d.boot_low)}, {_signed(d.boot_high)}]" + (" (per seed)" if d.draw == stats.PER_SEED else "")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One difference of a difference table: a method against a baseline in one column (task, split or set)."""
+
+    model: str
+    baseline: str
+    method: str
+    column: tuple[str, str | None]
+    difference: stats.Difference
+    holm_significant: bool
 
 
 def baseline_blocks(table: Table, models: list[str], methods: dict[str, list[str]], baselines: list[str]):
@@ -373,49 +412,111 @@ def baseline_blocks(table: Table, models: list[str], methods: dict[str, list[str
                 yield model, baseline, [m for m in methods[model] if m != baseline]
 
 
-def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, seed: int = 0) -> Table | None:
-    """Method − baseline per task (percentage points) with 95 % paired-bootstrap intervals; None without a baseline."""
+def holm_family(results: dict[tuple, stats.Difference | None]) -> list[Comparison]:
+    """Comparisons of one family (one table, one model, one baseline: keys (model, baseline, method, column)) with
+    Holm's correction over every comparison in it that has a t-interval."""
+    keys = [k for k, d in results.items() if d is not None]
+    marks = stats.holm([results[k].p_value for k in keys])
+    return [Comparison(*k, results[k], mark) for k, mark in zip(keys, marks, strict=True)]
+
+
+def add_difference_rows(table: Table, family: list[Comparison], methods: list[str], columns: list[tuple],
+                        first: int) -> list[str]:  # fmt: skip
+    """One row per method that has a comparison: per column its t-interval cell (bold when Holm-significant) and
+    its bootstrap cell, from column ``first`` on. Returns the notes of cells without a bootstrap or with unpaired
+    runs."""
+    found = {(c.method, c.column): c for c in family}
+    notes = []
+    for method in methods:
+        row = [found.get((method, col)) for col in columns]
+        if all(c is None for c in row):
+            continue  # no seed finished ok for both
+        n_seeds = sorted({c.difference.n_seeds for c in row if c is not None})
+        seeds = str(n_seeds[0]) if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
+        cells_ = []
+        for j, c in enumerate(row):
+            d = c.difference if c is not None else None
+            if c is not None and c.holm_significant:
+                table.bold.add((len(table.rows), first + 1 + 2 * j))
+            if d is not None and d.note:
+                notes.append(d.note)
+            if d is not None and d.unpaired:
+                notes.append(f"{method} vs {c.baseline}, {column_text(c.column)}: paired on seeds both finished ok; "
+                             f"left out: {', '.join(d.unpaired)}")  # fmt: skip
+            cells_ += [t_text(d), boot_text(d)]
+        table.add([family[0].model, family[0].baseline, method, seeds, *cells_])
+    return notes
+
+
+def column_text(column: tuple[str, str | None]) -> str:
+    task, part = column
+    return TASK_LABELS.get(task, task) + ("" if part is None else f" {part}")
+
+
+def difference_headers(labels: list[str]) -> list[str]:
+    """Two columns per difference column: the t-interval and the examples' bootstrap."""
+    return [x for label in labels for x in (f"{label} t-interval", f"{label} bootstrap (examples)")]
+
+
+def interval_notes(n_boot: int, seed: int, what: str) -> list[str]:
+    """The notes every difference table carries: which interval decides, what the bootstrap is, what bold means."""
+    return [
+        f"Method − baseline: the mean over the seeds both finished ok of the per-seed difference of the headline "
+        f"(percentage points; {what}). t-interval: the 95 % Student t-interval over those per-seed differences, "
+        f"the interval that decides; with 3 seeds it is wide (t = 4.30 with 2 degrees of freedom), and a cell with "
+        f"1 seed has none.",
+        f"bootstrap (examples): the examples' uncertainty, the 95 % percentile interval of a two-level paired "
+        f"bootstrap ({n_boot} resamples, numpy default_rng seed {seed}): seeds drawn with replacement (the same for "
+        f"both methods), then the evaluation examples drawn with replacement, the same for both methods and, where "
+        f"the runs share one evaluation subset (the same fingerprint), one draw for every seed; (per seed): the "
+        f"subsets differ between seeds, so each seed's examples are drawn on their own. It does not decide: with 3 "
+        f"seeds a percentile bootstrap over seeds covers well below 95 %.",
+        "Bold: the t-interval excludes 0 after Holm's correction over every comparison in this table against that "
+        "baseline for that model (family-wise 5 %). Unbolded differences are not findings.",
+    ]
+
+
+def id_comparisons(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, seed: int = 0) -> list[list[Comparison]]:
+    """The families of the main difference table: per (model, baseline) every other method on every task's
+    headline, Holm-corrected within the family."""
     models, tasks, methods = layout(runs)
     baselines = [b for b in BASELINES if any(r["method"] == b for r in runs)]
-    if not baselines:
-        return None
-    table = Table(f"Differences vs {' and vs '.join(baselines)} (percentage points, 95 % CI)",
-                  ["Model", "Baseline", "Method", "Seeds", *(TASK_LABELS.get(t, t) for t in tasks)])  # fmt: skip
     by_cell: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in sorted(runs, key=_run_rank):
         by_cell.setdefault((r["model"], r["method"], r["task"]), []).append(r)
-    fallbacks: list[str] = []
-    for model, baseline, others in baseline_blocks(table, models, methods, baselines):
-        results = {
-            t: stats.paired_differences({m: by_cell.get((model, m, t), []) for m in others},
-                                        by_cell.get((model, baseline, t), []), n_boot=n_boot, seed=seed)
-            for t in tasks
-        }  # fmt: skip
-        for method in others:
-            row = [results[t][method] for t in tasks]
-            if all(d is None for d in row):
-                continue  # no seed finished ok for both
-            n_seeds = sorted({d.n_seeds for d in row if d is not None})
-            seeds = "–" if not n_seeds else str(n_seeds[0]) if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
-            for j, d in enumerate(row):
-                if d is not None and d.excludes_zero:
-                    table.bold.add((len(table.rows), 4 + j))
-                if d is not None and d.method == stats.SEEDS_ONLY:
-                    fallbacks.append(d.note)
-            table.add([model, baseline, method, seeds, *(_difference_text(d) for d in row)])
-    table.notes.append(
-        f"Method − baseline: difference of the mean headline (percentage points) over the seeds both finished ok "
-        f"(Seeds: how many, range over tasks). [low, high]: 95 % percentile interval of a two-level paired bootstrap "
-        f"({n_boot} resamples, numpy default_rng seed {seed}): seeds drawn with replacement (the same seeds for both "
-        f"methods), then within each drawn seed the evaluation examples drawn with replacement (the same examples for "
-        f"both), each headline recomputed from the run's eval_stats and averaged over the drawn seeds. Bold: the "
-        f"interval excludes 0. Methods without a seed that both finished ok are left out."
-    )
-    if fallbacks:
-        table.notes.append(
-            f"(s): {len(fallbacks)} cells resample seeds only (eval_stats missing or unusable, e.g. {fallbacks[0]}); "
-            "with one seed they have no interval, with few seeds the interval is crude."
-        )
+    families = []
+    for model in models:
+        for baseline in [b for b in baselines if b in methods[model]]:
+            others = [m for m in methods[model] if m != baseline]
+            results = {}
+            for task in tasks:
+                found = stats.paired_differences({m: by_cell.get((model, m, task), []) for m in others},
+                                                 by_cell.get((model, baseline, task), []), n_boot=n_boot, seed=seed)  # fmt: skip
+                results.update({(model, baseline, m, (task, None)): d for m, d in found.items()})
+            families.append(holm_family(results))
+    return [f for f in families if f]
+
+
+def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, seed: int = 0,
+                     families: list[list[Comparison]] | None = None) -> Table | None:  # fmt: skip
+    """Method − baseline per task (percentage points): paired t-interval (bold when Holm-significant) and the
+    examples' bootstrap; None without a baseline."""
+    _, tasks, methods = layout(runs)
+    families = id_comparisons(runs, n_boot, seed) if families is None else families
+    if not families:
+        return None
+    baselines = _order({f[0].baseline for f in families}, BASELINES)
+    table = Table(f"Differences vs {' and vs '.join(baselines)} (percentage points, 95 % intervals)",
+                  ["Model", "Baseline", "Method", "Seeds",
+                   *difference_headers([TASK_LABELS.get(t, t) for t in tasks])])  # fmt: skip
+    notes: list[str] = []
+    for family in families:
+        table.start_block()
+        notes += add_difference_rows(table, family, [m for m in methods[family[0].model] if m != family[0].baseline],
+                                     [(t, None) for t in tasks], 3)  # fmt: skip
+    table.notes += interval_notes(n_boot, seed, "each headline on the task's evaluation subset")
+    table.notes += [f"Not bootstrapped: {n}" for n in dict.fromkeys(x for x in notes if "left out" not in x)]
+    table.notes += [f"Unpaired: {n}" for n in dict.fromkeys(x for x in notes if "left out" in x)]
     return table
 
 
@@ -522,11 +623,12 @@ def per_seed_table(runs: list[dict[str, Any]]) -> Table:
                 if not any(row):
                     continue
                 texts = [_seed_text(r) for r in row]
-                marked = marked or any(t.endswith(" ✗") for t in texts)
+                marked = marked or any(" ✗" in t or COLLAPSE_SEED_MARK in t for t in texts)
                 table.add([model, method, str(seed), *texts])
                 failures += [r for r in row if r and r["status"] == "failed"]
     if marked:
-        table.notes.append("✗: finished ok but failed to learn (headline missing or ≤ the majority baseline).")
+        table.notes.append(f"✗: finished ok but failed to learn (headline missing or ≤ the majority baseline); "
+                           f"{COLLAPSE_SEED_MARK.strip()}: collapsed (see the main table's note).")  # fmt: skip
     for r in failures:
         err = r.get("error") or {}
         message = str(err.get("message", "")).strip().splitlines()
@@ -542,7 +644,8 @@ def _seed_text(record: dict[str, Any] | None) -> str:
     if record["status"] == "ok":
         if value is None:
             return "ok (no score)"
-        return _num(value, 2) + (" ✗" if stats.failed_to_learn(record) else "")
+        return (_num(value, 2) + (" ✗" if stats.failed_to_learn(record) else "")
+                + (COLLAPSE_SEED_MARK if stats.collapsed(record) else ""))  # fmt: skip
     return record["status"] if value is None else f"{_num(value, 2)} ({record['status']})"
 
 
@@ -748,16 +851,17 @@ def load_references(path: Path | None = None) -> list[dict[str, Any]]:
         return list(tomllib.load(f).get("reference", []))
 
 
-def build_tables(records: list[dict[str, Any]], references: list[dict[str, Any]] | None = None) -> list[Table]:
-    """Every table for these records, in page order."""
+def build_tables(records: list[dict[str, Any]], references: list[dict[str, Any]] | None = None,
+                 families: list[list[Comparison]] | None = None) -> list[Table]:  # fmt: skip
+    """Every table for these records, in page order (``families``: the main difference table's, if computed)."""
     runs, sweeps = split_records(records)
     _, tasks, _ = layout(runs)
     refs = [r for r in (references if references is not None else load_references())
             if r["model"] in {x["model"] for x in runs} and any(t in r["scores"] for t in tasks)]  # fmt: skip
     from bench.shift_tables import shift_tables
 
-    tables = [main_table(runs, refs), difference_table(runs), teacher_table(runs), *shift_tables(runs),
-              per_seed_table(runs), cost_table(runs), compute_table(runs),
+    tables = [main_table(runs, refs), difference_table(runs, families=families), teacher_table(runs),
+              *shift_tables(runs), per_seed_table(runs), cost_table(runs), compute_table(runs),
               *(compute_match_table(runs, method, target) for method, (target, _) in MATCHED_PAIRS.items())]  # fmt: skip
     if refs:
         tables.append(reference_table(refs, tasks))
@@ -766,19 +870,94 @@ def build_tables(records: list[dict[str, Any]], references: list[dict[str, Any]]
     return [t for t in tables if t is not None]
 
 
-def render(records: list[dict[str, Any]], references: list[dict[str, Any]] | None = None) -> dict[str, str]:
-    """File name → content, for table.md and table.tex."""
+SUMMARY_FIELDS = ("task", "model", "method", "n", "mean", "std", "median", "t_low", "t_high", "n_failed_to_learn",
+                  "n_collapsed", "n_weak_teacher")  # fmt: skip
+DIFFERENCE_FIELDS = ("task", "model", "method", "baseline", "n_pairs", "diff", "t_low", "t_high", "boot_low",
+                     "boot_high", "holm_significant")  # fmt: skip
+
+
+def _csv(fields: tuple[str, ...], rows: list[list[Any]]) -> str:
+    """CSV text, numbers to 4 decimals, None empty, booleans true/false: the same records give the same bytes."""
+    import csv
+    import io
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return _num(value, 4)
+        return str(value)
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(fields)
+    writer.writerows([[cell(v) for v in row] for row in rows])
+    return out.getvalue()
+
+
+def summary_csv(runs: list[dict[str, Any]]) -> str:
+    """One row per (task, model, method): the headline over the seeds that finished ok (n, mean, sample std,
+    median, the 95 % t-interval of the mean over seeds) and the flag counts over every recorded run."""
+    models, tasks, methods = layout(runs)
+    grid = cells(runs, teachers=True)
+    rows = []
+    for task in tasks:
+        for model in models:
+            for method in methods[model]:
+                cell = grid.get((model, method, task))
+                if cell is None:
+                    continue
+                s, t = stats.summary(cell.scores), stats.t_interval(cell.scores)
+                rows.append([task, model, method, s.n, s.mean, s.std, s.median, t.low, t.high, cell.not_learned,
+                             cell.collapsed, cell.weak_teachers])  # fmt: skip
+    return _csv(SUMMARY_FIELDS, rows)
+
+
+def differences_csv(families: list[list[Comparison]]) -> str:
+    """One row per comparison of the main difference table (every task, method and baseline)."""
+    rows = []
+    for family in families:
+        for c in family:
+            d = c.difference
+            rows.append([c.column[0], c.model, c.method, c.baseline, d.n_seeds, d.diff, d.t_low, d.t_high,
+                         d.boot_low, d.boot_high, c.holm_significant])  # fmt: skip
+    rows.sort(key=lambda r: (_task_rank(r[0]), r[1], BASELINES.index(r[3]) if r[3] in BASELINES else 99,
+                             METHOD_ORDER.index(r[2]) if r[2] in METHOD_ORDER else 99, r[2]))  # fmt: skip
+    return _csv(DIFFERENCE_FIELDS, rows)
+
+
+def render(records: list[dict[str, Any]], references: list[dict[str, Any]] | None = None,
+           labels: dict[str, Any] | None = None) -> dict[str, str]:  # fmt: skip
+    """File name → content, for table.md, table.tex, summary.csv and differences.csv. ``labels``: the folder's
+    eval_labels.json (fingerprint → labels), from which classifiers that recorded only per-example correctness get
+    their prediction share (bench.stats.attach_labels)."""
+    if labels:
+        records = stats.attach_labels(records, labels)
+    runs, _ = split_records(records)
+    families = id_comparisons(runs)
     header = header_lines(records, OFFLINE_NOTES)
-    tables = build_tables(records, references)
-    return {"table.md": render_markdown(header, tables), "table.tex": render_latex(header, tables)}
+    tables = build_tables(records, references, families)
+    return {"table.md": render_markdown(header, tables), "table.tex": render_latex(header, tables),
+            "summary.csv": summary_csv(runs), "differences.csv": differences_csv(families)}  # fmt: skip
+
+
+def load_labels(directory: str | Path) -> dict[str, Any] | None:
+    """The folder's eval_labels.json (bench.eval_labels), or None when it has none."""
+    import json
+
+    path = Path(directory) / LABELS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def write_all(directory: str | Path, *, plots: bool = True) -> list[Path]:
-    """Regenerate table.md, table.tex (and the plots) in a results folder from its runs files."""
+    """Regenerate table.md, table.tex, summary.csv, differences.csv (and the plots) in a results folder from its runs
+    files (and its eval_labels.json, if any)."""
     directory = Path(directory)
     records = rec.load_records(directory)
     written = []
-    for name, text in render(records).items():
+    for name, text in render(records, labels=load_labels(directory)).items():
         rec.atomic_write_text(directory / name, text)
         written.append(directory / name)
     if plots and records:
@@ -789,9 +968,9 @@ def write_all(directory: str | Path, *, plots: bool = True) -> list[Path]:
 
 
 def check(directory: str | Path) -> list[str]:
-    """Names of table files that differ from (or are missing next to) what the records regenerate."""
+    """Names of generated files that differ from (or are missing next to) what the records regenerate."""
     directory = Path(directory)
-    fresh = render(rec.load_records(directory))
+    fresh = render(rec.load_records(directory), labels=load_labels(directory))
     return [name for name, text in fresh.items()
             if not (directory / name).is_file() or (directory / name).read_text(encoding="utf-8") != text]  # fmt: skip
 
@@ -800,7 +979,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tables", description="Tables and plots from DIR/runs*.jsonl.")
     p.add_argument("directory", type=Path, nargs="+",
                    help="results folder(s), each holding runs.jsonl, runs-K-of-N.jsonl or runs.d/")  # fmt: skip
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if table.md/table.tex differ")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a generated file (table.md, table.tex, summary.csv, differences.csv) differs",
+    )
     p.add_argument("--no-plots", action="store_true", help="tables only")
     args = p.parse_args(argv)
     empty = [d for d in args.directory if not rec.has_records(d)]

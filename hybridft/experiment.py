@@ -12,13 +12,15 @@ is scored on the same examples). Measurements:
   size over its value after the imports; None otherwise (see `hybridft.training.PeakMemory`).
 - ``train_tokens``, ``forward_tokens``, ``optimizer_steps``, ``train_flops``: summed over every stage, cached ones at
   their recorded cost (`hybridft.compute`); ``stages`` lists each stage, ``curves`` its training-loss series.
-- ``majority_baseline``, ``failed_to_learn``, ``eval_stats``: see `hybridft.scoring`.
+- ``majority_baseline``, ``failed_to_learn``, ``eval_stats``, ``prediction_share`` (classifiers only): see
+  `hybridft.scoring`.
 - ``teacher_scores``, ``weak_teacher``: for a method that builds teachers (`hybridft.teacher_quality`), and
   ``probe``: the linear probe's record (its L2 grid and choice, `hybridft.probe`).
 - ``extra_metrics``: the task's extra evaluation splits (MNLI mismatched), same eval_size subset rule.
 - ``shift_metrics``: per shift set of the run (`hybridft.shift`; a seeded ``shift_size`` subset): role, metrics,
-  headline, majority baseline, failed_to_learn, eval_stats and subset; ``shift_skipped``: the registered sets whose
-  file was not found; ``shift_eval_time_s``: loading, preprocessing and scoring them (not in ``eval_time_s``).
+  headline, majority baseline, failed_to_learn, eval_stats, prediction_share (classifiers) and subset;
+  ``shift_skipped``: the registered sets whose file was not found; ``shift_eval_time_s``: loading, preprocessing and
+  scoring them (not in ``eval_time_s``).
 - ``trainable_params``: of the stage the method trains; ``total_params``: every weight used at inference (both
   models for ``hybrid_output``).
 - ``status``: "diverged" when a training loss was non-finite; metrics are still computed when possible.
@@ -334,22 +336,34 @@ def model_predictions(model, task, tokenizer, features, cfg: RunConfig, work_dir
     )
 
 
+def stats_fields(task, predictions, features, examples, **stats_args) -> dict[str, Any]:
+    """A scored set's per-example fields in a record: ``eval_stats`` (`hybridft.scoring.example_stats`, which takes
+    ``stats_args``) and, for a classifier, ``prediction_share``."""
+    from hybridft.scoring import example_stats, prediction_share
+
+    fields = {"eval_stats": example_stats(task, predictions, features, examples, **stats_args)}
+    share = prediction_share(task, predictions, features)
+    if share is not None:
+        fields["prediction_share"] = share
+    return fields
+
+
 def score(model, task, tokenizer, features, examples, cfg: RunConfig, work_dir: Path, progress: bool, *,
           with_stats: bool = False):  # fmt: skip
-    """The task's metrics of ``model`` on prepared features (and, ``with_stats``, the per-example statistics)."""
-    from hybridft.scoring import example_stats
-
+    """The task's metrics of ``model`` on prepared features (and, ``with_stats``, the per-example fields,
+    `stats_fields`)."""
     predictions = model_predictions(model, task, tokenizer, features, cfg, work_dir, progress)
     metrics = {key: float(value) for key, value in task.compute_metrics(predictions, features, examples).items()}
     if not with_stats:
         return metrics
-    return metrics, example_stats(task, predictions, features, examples)
+    return metrics, stats_fields(task, predictions, features, examples)
 
 
 def score_shift(model, data: PreparedData, prepared: PreparedShift, cfg: RunConfig, work_dir: Path,
                 progress: bool, *, with_stats: bool = True) -> dict[str, Any]:  # fmt: skip
-    """One shift set's entry of a run record: metrics, headline, trivial baseline, failed_to_learn, eval_stats."""
-    from hybridft.scoring import example_stats, failed_to_learn, majority_baseline
+    """One shift set's entry of a run record: metrics, headline, trivial baseline, failed_to_learn and (``with_stats``)
+    the per-example fields, `stats_fields`."""
+    from hybridft.scoring import failed_to_learn, majority_baseline
     from hybridft.shift import entity_metrics
 
     task, entry = data.task, prepared.shift
@@ -374,8 +388,8 @@ def score_shift(model, data: PreparedData, prepared: PreparedShift, cfg: RunConf
         "subset": prepared.subset,
     }
     if with_stats:
-        out["eval_stats"] = example_stats(task, predictions, prepared.features, prepared.examples,
-                                          headline=headline_key, entity_types=types)  # fmt: skip
+        out |= stats_fields(task, predictions, prepared.features, prepared.examples, headline=headline_key,
+                            entity_types=types)  # fmt: skip
     return out
 
 
@@ -442,7 +456,7 @@ def run_experiment(
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg)
     ctx = train_context(cfg, data, work_dir, cache_dir, progress, log_dir)
-    stats, extra_metrics, shift_metrics = None, {}, {}
+    stats, extra_metrics, shift_metrics = {"eval_stats": None}, {}, {}
     shift_time = data.shift_prepare_s
     with PeakMemory(cpu=measure_cpu_memory) as memory:
         trained = method.train(ctx, config)
@@ -486,7 +500,7 @@ def run_experiment(
         "shift_metrics": shift_metrics,
         "shift_skipped": data.shift_skipped,
         "shift_eval_time_s": shift_time,
-        "eval_stats": stats,
+        **stats,
         "trainable_params": trained.trainable_params,
         "total_params": trained.total_params,
         "train_time_s": trained.train_time_s,

@@ -21,6 +21,10 @@ A task may give its own rows through a method ``example_rows(predictions, featur
 generates its answers (no answer is never correct).
 A run whose headline is NaN or at or below its baseline is ``failed_to_learn``: shown and counted in the tables,
 never dropped.
+
+A classifier's ``prediction_share`` (classification and ``sst2_lm``-like choice tasks; None for every other kind) is
+its most-predicted class c (ties: the lowest index), the share s of evaluation rows predicted c and the share q of
+rows labelled c: the tables call a run collapsed onto one class when (s − q)/(1 − q) is large.
 """
 
 from __future__ import annotations
@@ -207,6 +211,33 @@ def example_stats(task, predictions: Any, features, examples, *, headline: str |
     return None
 
 
+def top_class_share(predicted: Any, labels: Any, num_classes: int) -> dict | None:
+    """The most-predicted of classes 0..num_classes-1 (ties: the lowest index), the share of rows predicted as it and
+    the share of rows labelled it (floats rounded to 6 decimals); None without rows."""
+    predicted, labels = np.asarray(predicted).reshape(-1), np.asarray(labels).reshape(-1)
+    if len(predicted) != len(labels):
+        raise ValueError(f"{len(predicted)} predictions for {len(labels)} labels")
+    if len(predicted) == 0:
+        return None
+    counts = np.bincount(predicted, minlength=num_classes)[:num_classes]
+    top = int(np.argmax(counts))  # the first maximum: ties go to the lowest index
+    n, labelled = len(predicted), int(np.sum(labels == top))
+    return {"class": top, "share": round(int(counts[top]) / n, 6), "label_share": round(labelled / n, 6)}
+
+
+def prediction_share(task, predictions: Any, features) -> dict | None:
+    """``{"class", "share", "label_share"}`` of a classifier's argmax predictions (`top_class_share`) over the
+    classes of ``task`` (a choice task: the width of its label-word scores); None for every other task kind."""
+    from hybridft.tasks.base import as_numpy
+
+    choice = task.kind == "causal_lm" and getattr(task, "output", None) == "choice"
+    if task.kind != "classification" and not choice:
+        return None
+    logits = as_numpy(predictions)
+    num_classes = logits.shape[-1] if choice else task.num_labels
+    return top_class_share(logits.argmax(axis=-1), features["labels"], num_classes)
+
+
 def majority_baseline(task, features, examples) -> float:
     """The headline of the trivial predictor on this evaluation subset (module docstring), in the raw scale."""
     if task.kind == "regression" or task.headline == "matthews_correlation" or task.kind == "token":
@@ -243,4 +274,6 @@ __all__ = [
     "metric_from_stats",
     "metric_from_stats_boot",
     "metric_from_weights",
+    "prediction_share",
+    "top_class_share",
 ]

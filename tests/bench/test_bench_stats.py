@@ -90,11 +90,16 @@ def test_bootstrap_version_equals_the_metric_of_each_resample(kind):
 
 
 # ------------------------------------------------------------------------------------------------------- records
-def _rec(task, method, seed, correct, *, status="ok", majority=0.5, **extra):
-    """A record whose headline is the accuracy of its 0/1 per-example ``correct`` list (eval_stats "mean")."""
+def _rec(task, method, seed, correct, *, status="ok", majority=0.5, fingerprint="shared", **extra):
+    """A record whose headline is the accuracy of its 0/1 per-example ``correct`` list (eval_stats "mean"), scored
+    on the evaluation subset named ``fingerprint`` (None: not recorded)."""
     headline = statistics.fmean(correct) if status != "failed" else None
     fields = {"majority_baseline": majority, "eval_stats": {"kind": "mean", "rows": [[c] for c in correct]}}
-    return make_record(task, method, seed, headline, status=status, **(fields | extra))
+    record = make_record(task, method, seed, headline, status=status, **(fields | extra))
+    if fingerprint is not None and "subsets" in record:
+        record["subsets"] = {**record["subsets"], "eval": {"task": task, "split": "validation", "size": len(correct),
+                                                           "seed": 0, "fingerprint": f"{task}-{fingerprint}"}}  # fmt: skip
+    return record
 
 
 def _correct(rng, n, p):
@@ -113,49 +118,127 @@ def test_failed_to_learn_and_kn_counting():
     assert stats.count_failed_to_learn([ok, at_baseline, diverged, failed]) == (3, 4)
     md = tables.render([ok, at_baseline, diverged])["table.md"]
     cell = _md_rows(md, tables.MAIN_TITLE)[1][3]
-    assert cell == "**60.0 ± 14.1 (2/3 ok) ⚠2/3**"  # mean of the 2 ok seeds; the diverged run still counts in n
-    assert "⚠k/n" in md
+    assert cell == "60.0 ± 14.1 (2/3 ok) ⚠2/3"  # mean of the 2 ok seeds; the diverged run still counts in n
+    assert "⚠k/n = k of the n recorded runs failed to learn" in md
     per_seed = _md_rows(md, "Per seed: headline metric (%), every run")[1:]
     assert [r[3] for r in per_seed] == ["70.00", "50.00 ✗", "80.00 (diverged)"]
 
 
-def test_paired_bootstrap_separates_a_better_method_and_not_identical_ones():
+def _t_reference(diffs):
+    """The paired t-interval from scipy (float64): mean, (low, high), two-sided p."""
+    d = np.asarray(diffs, dtype=np.float64)
+    result = scipy_stats.ttest_1samp(d, 0.0)
+    low, high = scipy_stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=scipy_stats.sem(d))
+    return d.mean(), (low, high), result.pvalue
+
+
+def test_paired_difference_t_interval_against_scipy_and_bootstrap_beside_it():
     rng = np.random.default_rng(0)
-    base = [_rec("rte", "plain", s, _correct(rng, 300, 0.6)) for s in range(3)]
-    better = [_rec("rte", "hybrid", s, _correct(rng, 300, 0.8)) for s in range(3)]
+    base = [_rec("rte", "plain", s, _correct(rng, 300, 0.6)) for s in range(4)]
+    better = [_rec("rte", "hybrid", s, _correct(rng, 300, 0.8)) for s in range(4)]
     same = [_rec("rte", "lora", r["seed"], [row[0] for row in r["eval_stats"]["rows"]]) for r in base]
     d = stats.paired_difference(better, base)
-    expected = statistics.fmean(tables.score(r) for r in better) - statistics.fmean(tables.score(r) for r in base)
-    assert d.method == "seeds+examples" and d.n_seeds == 3 and d.diff == pytest.approx(expected)
-    assert d.excludes_zero and 0 < d.low < d.diff < d.high
+    per_seed = [100 * (m["headline"] - b["headline"]) for m, b in zip(better, base, strict=True)]
+    mean, (low, high), p = _t_reference(per_seed)
+    assert d.diff == pytest.approx(mean, abs=1e-9) and d.n_seeds == 4 and d.draw == stats.SHARED
+    assert (d.t_low, d.t_high, d.p_value) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9),
+                                              pytest.approx(p, rel=1e-9))  # fmt: skip
+    assert d.excludes_zero and 0 < d.boot_low < d.diff < d.boot_high and d.unpaired == () and d.note == ""
     zero = stats.paired_difference(same, base)
-    assert zero.diff == 0 and zero.low == zero.high == 0 and not zero.excludes_zero
-    noisy = [_rec("rte", "lora", s, _correct(rng, 300, 0.6)) for s in range(3)]
+    assert (zero.diff, zero.t_low, zero.t_high, zero.p_value, zero.boot_low, zero.boot_high) == (0, 0, 0, 1.0, 0, 0)
+    noisy = [_rec("rte", "lora", s, _correct(rng, 300, 0.6)) for s in range(4)]
     similar = stats.paired_difference(noisy, base)
-    assert similar.low < 0 < similar.high and not similar.excludes_zero
+    assert similar.t_low < 0 < similar.t_high and not similar.excludes_zero
     # deterministic, and the grouped form gives exactly what one call gives
     assert stats.paired_difference(better, base) == d
     grouped = stats.paired_differences({"hybrid": better, "lora": noisy}, base)
     assert grouped == {"hybrid": d, "lora": similar}
 
 
-def test_bootstrap_falls_back_to_seeds_and_pairs_only_shared_ok_seeds():
+def _shared_reference(method_rows, base_rows, n_boot, seed):
+    """The shared-draw bootstrap written out resample by resample: seeds drawn, then ONE draw of the examples used
+    for every drawn seed, accuracy recomputed per seed, averaged; percentile interval of method − baseline."""
+    rng = np.random.default_rng(seed)
+    n_seeds, n = len(method_rows), len(method_rows[0])
+    choice = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    idx = rng.integers(0, n, size=(n_boot, n))
+    diffs = []
+    for b in range(n_boot):
+        m = [100 * np.mean(method_rows[s][idx[b]]) for s in choice[b]]
+        t = [100 * np.mean(base_rows[s][idx[b]]) for s in choice[b]]
+        diffs.append(np.mean(m) - np.mean(t))
+    return np.percentile(diffs, [2.5, 97.5])
+
+
+def test_shared_example_draw_matches_a_loop_reference_and_is_wider_than_per_seed_draws():
+    rng = np.random.default_rng(11)
+    difficulty = rng.random(400)  # examples shared by every seed: some are hard for every model
+    base = [_rec("sst2", "plain", s, [int(x) for x in rng.random(400) < 0.3 + 0.6 * difficulty]) for s in range(3)]
+    mine = [_rec("sst2", "hybrid", s, [int(x) for x in rng.random(400) < 0.35 + 0.6 * difficulty]) for s in range(3)]
+    d = stats.paired_difference(mine, base, n_boot=400, seed=3)
+    rows = [[np.asarray(r["eval_stats"]["rows"])[:, 0] for r in side] for side in (mine, base)]
+    low, high = _shared_reference(*rows, 400, 3)
+    assert d.draw == stats.SHARED and (d.boot_low, d.boot_high) == (pytest.approx(low, abs=1e-9),
+                                                                   pytest.approx(high, abs=1e-9))  # fmt: skip
+    # the same runs with their subsets unrecorded: examples drawn per seed, a narrower (too narrow) interval
+    loose = stats.paired_difference(*[[_rec(r["task"], r["method"], r["seed"], [x[0] for x in r["eval_stats"]["rows"]],
+                                             fingerprint=None) for r in side] for side in (mine, base)],
+                                    n_boot=400, seed=3)  # fmt: skip
+    assert loose.draw == stats.PER_SEED and (loose.t_low, loose.t_high) == (d.t_low, d.t_high)
+    assert loose.boot_high - loose.boot_low < d.boot_high - d.boot_low
+
+
+def test_unpaired_seeds_are_named_and_bad_input_raises_naming_the_runs():
     rng = np.random.default_rng(1)
     base = [_rec("rte", "plain", s, _correct(rng, 100, 0.6)) for s in range(3)]
     other = [_rec("rte", "hybrid", s, _correct(rng, 100, 0.7)) for s in range(3)]
     other[2] = {**other[2], "status": "diverged"}
-    del base[1]["eval_stats"]
-    two = stats.paired_difference(other, base)  # seed 2 diverged: seeds 0 and 1, seed-only interval
-    assert two.method == "seeds" and two.n_seeds == 2 and two.low <= two.diff <= two.high
-    assert two.note == "baseline seed 1: eval_stats missing"
-    one = stats.paired_difference(other[:1], base)
-    assert one.method == "seeds+examples" and one.n_seeds == 1 and one.low < one.diff < one.high
-    d = stats.paired_difference(other[1:], base)
-    assert d.method == "seeds" and d.n_seeds == 1 and d.low is None and d.high is None and not d.excludes_zero
-    assert d.diff == pytest.approx(tables.score(other[1]) - tables.score(base[1]))
+    two = stats.paired_difference(other, base)  # seed 2 diverged: paired on seeds 0 and 1, and said so
+    assert two.n_seeds == 2 and two.t_low <= two.diff <= two.t_high and two.boot_low is not None
+    assert two.unpaired == ("minilm/hybrid/rte seed 2 (diverged)", "minilm/plain/rte seed 2")
+    one = stats.paired_difference(other[:1], base)  # one seed: no t-interval, ever
+    assert one.n_seeds == 1 and one.t_low is None and one.t_high is None and one.p_value is None
+    assert not one.excludes_zero and one.diff == pytest.approx(100 * (other[0]["headline"] - base[0]["headline"]))
     assert stats.paired_difference([], base) is None
-    wrong = {**base[0], "headline": 0.99}  # eval_stats that disagree with the headline are not used
-    assert "eval_stats give" in stats.paired_difference(other[:1], [wrong]).note
+    no_stats = [base[0], {k: v for k, v in base[1].items() if k != "eval_stats"}, base[2]]
+    d = stats.paired_difference(other[:2], no_stats)
+    assert d.draw == stats.NO_DRAW and d.boot_low is None and d.t_low is not None
+    assert "minilm/plain/rte seed 1: its metric has no per-example statistics" in d.note
+    with pytest.raises(stats.MissingExampleStats, match="minilm/plain/rte seed 1"):
+        stats.paired_difference(other[:2], no_stats, require_examples=True)
+    wrong = {**base[0], "headline": 0.99}  # eval_stats that contradict the headline: not resampled, and said so
+    assert "minilm/plain/rte seed 0: eval_stats give" in stats.paired_difference(other[:1], [wrong]).note
+    with pytest.raises(stats.MissingExampleStats, match="minilm/plain/rte seed 0: eval_stats give"):
+        stats.paired_difference(other[:1], [wrong], require_examples=True)
+    elsewhere = _rec("rte", "plain", 0, [row[0] for row in base[0]["eval_stats"]["rows"]], fingerprint="other")
+    with pytest.raises(stats.StatsInputError, match="minilm/hybrid/rte seed 0 and minilm/plain/rte seed 0 were "
+                                                    "scored on different evaluation subsets"):  # fmt: skip
+        stats.paired_difference(other[:1], [elsewhere])
+    short = _rec("rte", "plain", 0, [1, 0, 1])
+    with pytest.raises(stats.StatsInputError, match="different lengths"):
+        stats.paired_difference(other[:1], [short])
+
+
+def test_t_interval_and_holm_by_hand():
+    t = stats.t_interval([1.0, 2.0, 3.0])  # mean 2, s = 1, t(0.975; 2) = 4.302653
+    assert (t.n, t.mean) == (3, 2.0)
+    assert (t.low, t.high) == (pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-6),
+                               pytest.approx(2 + 4.302653 / math.sqrt(3), abs=1e-6))  # fmt: skip
+    assert t.p_value == pytest.approx(scipy_stats.ttest_1samp([1.0, 2.0, 3.0], 0).pvalue, rel=1e-12)
+    assert stats.t_interval([4.0]) == stats.TInterval(1, 4.0, None, None, None)
+    assert stats.t_interval([]) == stats.TInterval(0, None, None, None, None)
+    assert stats.t_interval([2.0, 2.0]).p_value == 0.0 and stats.t_interval([0.0, 0.0]).p_value == 1.0
+    with pytest.raises(ValueError, match="finite"):
+        stats.t_interval([1.0, float("nan")])
+    with pytest.raises(ValueError, match="confidence"):
+        stats.t_interval([1.0, 2.0], confidence=95)
+    # Holm, m = 4 at 5 %: 0.005 ≤ 0.0125 and 0.01 ≤ 0.05/3 are rejected; 0.03 > 0.025 stops the descent
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert stats.holm([0.01, None, 0.2]) == [True, False, False]  # None: no test, not counted (m = 2)
+    assert stats.holm([0.026, 0.026]) == [False, False] and stats.holm([0.025, 0.05]) == [True, True]
+    assert stats.holm([]) == []
+    with pytest.raises(ValueError, match="p-values"):
+        stats.holm([1.5])
 
 
 def test_bootstrap_on_counts_and_correlation_kinds():
@@ -169,7 +252,7 @@ def test_bootstrap_on_counts_and_correlation_kinds():
             head = stats.metric_from_stats("pearson", rows)
             runs[method].append(make_record("stsb", method, s, head, eval_stats={"kind": "pearson", "rows": rows}))
     d = stats.paired_difference(runs["hybrid"], runs["plain"], n_boot=500)
-    assert d.method == "seeds+examples" and d.excludes_zero and d.low > 0
+    assert d.draw == stats.PER_SEED and d.boot_low > 0  # no eval fingerprints recorded: examples drawn per seed
 
 
 # ----------------------------------------------------------------------------------------------------------- tables
@@ -191,7 +274,7 @@ def test_compute_ratio_column_and_compute_tables():
     rows = {r[1]: r for r in _md_rows(md, tables.MAIN_TITLE)[1:]}
     assert rows["plain"][-1] == "1.00" and rows["hybrid"][-1] == "3.00" and rows["plain_matched"][-1] == "3.10"
     assert list(rows) == ["plain", "plain_matched", "hybrid", "majority baseline"]
-    assert rows["majority baseline"][3:6] == ["50.0", "50.0", "50.0"]
+    assert rows["majority baseline"][3:] == ["50.0", "50.0", "–"]
     compute = _md_rows(md, "Training compute per run (median over tasks and seeds; every training stage summed)")
     assert compute[0] == ["Model", "Method", "Runs", "Train tokens", "Forward tokens", "Optimizer steps",
                           "Train FLOPs"]  # fmt: skip
@@ -206,16 +289,71 @@ def test_compute_ratio_column_and_compute_tables():
     assert "2 ok runs carry neither failed_to_learn nor a majority baseline" in md_old
 
 
-def test_difference_table_marks_intervals_that_exclude_zero():
-    md = tables.render(_suite(), references=[])["table.md"]
-    title = "Differences vs plain and vs plain_matched (percentage points, 95 % CI)"
+def test_difference_table_bolds_only_holm_significant_t_intervals():
+    records = _suite()
+    md = tables.render(records, references=[])["table.md"]
+    title = "Differences vs plain and vs plain_matched (percentage points, 95 % intervals)"
     header, *rows = _md_rows(md, title)
-    assert header == ["Model", "Baseline", "Method", "Seeds", "SST-2", "RTE"]
+    assert header == ["Model", "Baseline", "Method", "Seeds", "SST-2 t-interval", "SST-2 bootstrap (examples)",
+                      "RTE t-interval", "RTE bootstrap (examples)"]  # fmt: skip
     assert [r[1:4] for r in rows] == [["plain", "plain_matched", "3"], ["plain", "hybrid", "3"],
                                       ["plain_matched", "plain", "3"], ["plain_matched", "hybrid", "3"]]  # fmt: skip
-    hybrid_vs_plain = rows[1][4]
-    assert hybrid_vs_plain.startswith("**+") and hybrid_vs_plain.endswith("]**")
-    assert "2000 resamples" in md and "two-level" in md
+    # the decision by hand: scipy's paired t-test per cell, Holm over the 4 comparisons of each baseline
+    for baseline in ("plain", "plain_matched"):
+        cells_, ps = [], []
+        for row in rows:
+            if row[1] != baseline:
+                continue
+            for j, task in ((4, "sst2"), (6, "rte")):
+                mine = sorted(
+                    (r for r in records if r["method"] == row[2] and r["task"] == task), key=lambda r: r["seed"]
+                )
+                base = sorted((r for r in records if r["method"] == baseline and r["task"] == task), key=lambda r: r["seed"])  # fmt: skip
+                _, (low, high), p = _t_reference(
+                    [100 * (m["headline"] - b["headline"]) for m, b in zip(mine, base, strict=True)]
+                )
+                assert row[j].strip("*").endswith(f"[{tables._signed(low)}, {tables._signed(high)}]")
+                assert row[j + 1].startswith("[") and row[j + 1].endswith("]")
+                cells_.append(row[j])
+                ps.append(p)
+        order = sorted(range(len(ps)), key=lambda k: ps[k])
+        expected, stop = [False] * len(ps), False
+        for rank, k in enumerate(order):
+            stop = stop or ps[k] > 0.05 / (len(ps) - rank)
+            expected[k] = not stop
+        assert [c.startswith("**") for c in cells_] == expected
+    assert "after Holm's correction" in md and "2000 resamples" in md and "the interval that decides" in md
+
+
+def test_summary_and_differences_csv_match_the_statistics():
+    import csv
+    import io
+
+    records = _suite()
+    out = tables.render(records, references=[])
+    summary = list(csv.DictReader(io.StringIO(out["summary.csv"])))
+    assert list(summary[0]) == list(tables.SUMMARY_FIELDS) and len(summary) == 6
+    hybrid = next(r for r in summary if (r["task"], r["method"]) == ("rte", "hybrid"))
+    scores = [100 * r["headline"] for r in records if (r["task"], r["method"]) == ("rte", "hybrid")]
+    _, (low, high), _ = _t_reference(scores)
+    assert float(hybrid["mean"]) == pytest.approx(statistics.fmean(scores), abs=1e-4)
+    assert float(hybrid["std"]) == pytest.approx(statistics.stdev(scores), abs=1e-4)
+    assert (float(hybrid["t_low"]), float(hybrid["t_high"])) == (pytest.approx(low, abs=1e-4),
+                                                                 pytest.approx(high, abs=1e-4))  # fmt: skip
+    assert (hybrid["n"], hybrid["n_failed_to_learn"], hybrid["n_collapsed"], hybrid["n_weak_teacher"]) == ("3", "0",
+                                                                                                         "0", "0")  # fmt: skip
+    diffs = list(csv.DictReader(io.StringIO(out["differences.csv"])))
+    assert list(diffs[0]) == list(tables.DIFFERENCE_FIELDS) and len(diffs) == 8
+    row = next(r for r in diffs if (r["task"], r["method"], r["baseline"]) == ("sst2", "hybrid", "plain"))
+    d = stats.paired_difference([r for r in records if (r["task"], r["method"]) == ("sst2", "hybrid")],
+                                [r for r in records if (r["task"], r["method"]) == ("sst2", "plain")])  # fmt: skip
+    assert [float(row[k]) for k in ("diff", "t_low", "t_high", "boot_low", "boot_high")] == [
+        pytest.approx(v, abs=1e-4) for v in (d.diff, d.t_low, d.t_high, d.boot_low, d.boot_high)]  # fmt: skip
+    assert row["n_pairs"] == "3" and row["holm_significant"] in ("true", "false")
+    one = tables.render([r for r in records if r["seed"] == 0], references=[])["differences.csv"]
+    one_seed = list(csv.DictReader(io.StringIO(one)))
+    assert len(one_seed) == 8 and all(r["n_pairs"] == "1" and r["t_low"] == r["t_high"] == "" for r in one_seed)
+    assert all(r["holm_significant"] == "false" for r in one_seed)  # never computed on one seed
 
 
 def test_extra_split_column():
@@ -223,13 +361,13 @@ def test_extra_split_column():
                {"accuracy": 0.7 + s / 100}}) for s in (0, 1)]  # fmt: skip
     header, row = _md_rows(tables.render(records, references=[])["table.md"], tables.MAIN_TITLE)
     assert header[3:5] == ["MNLI (Acc)", "MNLI-mm (Acc)"]
-    assert row[3:5] == ["**80.5 ± 0.7**", "**70.5 ± 0.7**"]
+    assert row[3:5] == ["80.5 ± 0.7", "70.5 ± 0.7"]
 
 
 def test_median_shown_from_three_seeds():
     records = [make_record("rte", "plain", s, v) for s, v in enumerate((0.60, 0.61, 0.70))]
     row = _md_rows(tables.render(records, references=[])["table.md"], tables.MAIN_TITLE)[1]
-    assert row[3] == f"**63.7 ± {statistics.stdev([60, 61, 70]):.1f} (med 61.0)**"
+    assert row[3] == f"63.7 ± {statistics.stdev([60, 61, 70]):.1f} (med 61.0)"
 
 
 def test_reference_rows_only_in_their_own_table():
@@ -249,7 +387,7 @@ def test_two_renders_are_byte_identical():
     records = _suite()
     first = tables.render(records)
     assert tables.render(list(reversed(records))) == first
-    assert "\\textbf{" in first["table.tex"] and "Compute $\\times$plain" in first["table.tex"]
+    assert set(first) == set(tables.TABLE_FILES) and "Compute $\\times$plain" in first["table.tex"]
 
 
 def test_null_peak_memory_shows_a_dash():

@@ -48,6 +48,13 @@ def _runs(rng, methods=("plain", "plain_matched", "hybrid", "wise_ft"), seeds=(0
     return runs
 
 
+def scipy_t_interval(values):
+    from scipy import stats as scipy_stats
+
+    d = np.asarray(values, dtype=np.float64)
+    return scipy_stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=scipy_stats.sem(d))
+
+
 def _md(table) -> list[list[str]]:
     from bench.render import render_markdown
 
@@ -96,25 +103,20 @@ def test_ood_table_columns_cells_and_baseline_row(seed):
 
 
 def _reference_mean_difference(method_sets, base_sets, n_boot, seed):
-    """The bootstrap of paired_mean_difference written out with loops: shared seed draw, per-set example draws."""
+    """The bootstrap of paired_mean_difference written out with loops: one seed draw shared by the sets; per set
+    one draw of its examples per resample, shared by every drawn seed (each set's runs share its subset)."""
     seeds = sorted(r["seed"] for r in method_sets[0])
-    rng = np.random.default_rng(seed)
-    choice = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+    choice = np.random.default_rng(seed).integers(0, len(seeds), size=(n_boot, len(seeds)))
     total = np.zeros(n_boot)
     for j, (mine, base) in enumerate(zip(method_sets, base_sets, strict=True)):
         by_seed_m = {r["seed"]: np.asarray(r["eval_stats"]["rows"], float)[:, 0] for r in mine}
         by_seed_b = {r["seed"]: np.asarray(r["eval_stats"]["rows"], float)[:, 0] for r in base}
-        ex = np.random.default_rng([seed, j + 1])
-        values_m, values_b = np.zeros((n_boot, len(seeds))), np.zeros((n_boot, len(seeds)))
-        for slot in range(len(seeds)):
-            for s in range(len(seeds)):
-                where = np.flatnonzero(choice[:, slot] == s)
-                n = len(by_seed_m[seeds[s]])
-                idx = ex.integers(0, n, size=(len(where), n))
-                for row, b in zip(idx, where, strict=True):
-                    values_m[b, slot] = 100 * by_seed_m[seeds[s]][row].mean()
-                    values_b[b, slot] = 100 * by_seed_b[seeds[s]][row].mean()
-        total += (values_m.mean(axis=1) - values_b.mean(axis=1)) / len(method_sets)
+        n = len(by_seed_m[seeds[0]])
+        idx = np.random.default_rng([seed, j + 1]).integers(0, n, size=(n_boot, n))
+        for b in range(n_boot):
+            m = [100 * by_seed_m[seeds[s]][idx[b]].mean() for s in choice[b]]
+            t = [100 * by_seed_b[seeds[s]][idx[b]].mean() for s in choice[b]]
+            total[b] += (np.mean(m) - np.mean(t)) / len(method_sets)
     return np.percentile(total, [2.5, 97.5])
 
 
@@ -129,14 +131,18 @@ def test_paired_mean_difference_matches_a_loop_reference(seed):
         statistics.fmean(100 * m["headline"] for m in ms) - statistics.fmean(100 * b["headline"] for b in bs)
         for ms, bs in zip(mine, base, strict=True)
     )
-    assert d.diff == pytest.approx(point, abs=1e-9) and d.method == stats.TWO_LEVEL and d.n_seeds == 3
+    assert d.diff == pytest.approx(point, abs=1e-9) and d.draw == stats.SHARED and d.n_seeds == 3
     low, high = _reference_mean_difference(mine, base, 300, 7)
-    assert (d.low, d.high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    assert (d.boot_low, d.boot_high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    per_seed = [statistics.fmean(100 * (ms[k]["headline"] - bs[k]["headline"]) for ms, bs in zip(mine, base, strict=True))
+                for k in range(3)]  # fmt: skip
+    t_ref = scipy_t_interval(per_seed)
+    assert (d.t_low, d.t_high) == (pytest.approx(t_ref[0], abs=1e-9), pytest.approx(t_ref[1], abs=1e-9))
     same = stats.paired_mean_difference(base, base, n_boot=200)
-    assert (same.diff, same.low, same.high, same.excludes_zero) == (0.0, 0.0, 0.0, False)
+    assert (same.diff, same.t_low, same.boot_low, same.boot_high, same.excludes_zero) == (0.0, 0.0, 0.0, 0.0, False)
     no_stats = [[{**r, "eval_stats": None} for r in rs] for rs in mine]
     crude = stats.paired_mean_difference(no_stats, base, n_boot=200)
-    assert crude.method == stats.SEEDS_ONLY and "eval_stats missing" in crude.note
+    assert crude.draw == stats.NO_DRAW and "no per-example statistics" in crude.note and crude.t_low == d.t_low
     assert stats.paired_mean_difference([[]], [base[0]]) is None
     with pytest.raises(ValueError, match="same non-zero number of sets"):
         stats.paired_mean_difference(mine, base[:2])
@@ -151,8 +157,11 @@ def test_ood_difference_table_agrees_with_the_statistics(seed):
     views = shift_tables.column_runs(runs, "sst2", "mpqa")
     d = stats.paired_difference([r for r in views if r["method"] == "hybrid"],
                                 [r for r in views if r["method"] == "plain"], n_boot=200)  # fmt: skip
-    assert row[header.index("SST-2 mpqa")].strip("*") == tables._difference_text(d)
-    assert row[header.index("CoNLL-2003 wnut17")].strip("*").endswith("(s)")  # no eval_stats there: seeds only
+    assert row[header.index("SST-2 mpqa (exploratory) t-interval")].strip("*") == tables.t_text(d)
+    assert row[header.index("SST-2 mpqa (exploratory) bootstrap (examples)")] == tables.boot_text(d)
+    assert "SST-2 OOD avg t-interval" in header and "SST-2 ID t-interval" in header  # planned: not exploratory
+    assert row[header.index("CoNLL-2003 wnut17 (exploratory) bootstrap (examples)")] == "–"  # no eval_stats there
+    assert row[header.index("CoNLL-2003 wnut17 (exploratory) t-interval")].strip("*").startswith(("+", "-", "0"))
     assert {r[1] for r in body} == {"plain", "plain_matched"}
 
 
@@ -245,11 +254,10 @@ def test_mean_interval_matches_a_loop_reference_and_the_summary_table(seed):
     runs = _runs(rng, methods=("plain", "hybrid"))
     mine = [r for r in runs if r["method"] == "hybrid" and r["task"] == "sst2"]
     mean, low, high, n, method = stats.mean_interval([mine], n_boot=300, seed=5)
-    assert mean == pytest.approx(statistics.fmean(100 * r["headline"] for r in mine)) and (n, method) == (
-        3,
-        stats.TWO_LEVEL,
-    )
-    gen = np.random.default_rng(5)  # one set: seeds and examples from the same generator, as _two_level draws them
+    # the ID runs record no evaluation fingerprint: each seed's examples are drawn on their own
+    assert mean == pytest.approx(statistics.fmean(100 * r["headline"] for r in mine)) and (n, method) == (3,
+                                                                                                          stats.PER_SEED)  # fmt: skip
+    gen = np.random.default_rng(5)  # one set: seeds and examples from the same generator, as the bootstrap draws them
     choice = gen.integers(0, 3, size=(300, 3))
     values = np.zeros((300, 3))
     rows = [np.asarray(r["eval_stats"]["rows"], float)[:, 0] for r in sorted(mine, key=lambda r: r["seed"])]
@@ -269,5 +277,5 @@ def test_mean_interval_matches_a_loop_reference_and_the_summary_table(seed):
     rows_md = _md(shift_tables.ood_summary_table(runs, n_boot=300, seed=5))
     header, body = rows_md[0], rows_md[1:]
     hybrid = next(r for r in body if r[1] == "hybrid")
-    assert hybrid[header.index("SST-2 ID")] == f"{mean:.1f} [{low:.1f}, {high:.1f}]"
-    assert hybrid[header.index("CoNLL-2003 OOD")].endswith("(s)")  # wnut17 only (conllpp is label noise), no stats
+    assert hybrid[header.index("SST-2 ID")] == f"{mean:.1f} [{low:.1f}, {high:.1f}] (per seed)"
+    assert "[" not in hybrid[header.index("CoNLL-2003 OOD")]  # wnut17 only (conllpp is label noise): no eval_stats

@@ -54,7 +54,8 @@ def test_every_method_trains_and_evaluates(task, data_dir, stage_cache, tmp_path
         cfg = tiny_run(task, method, data_dir, learning_rate=None)
         result = run_experiment(cfg, work_dir=tmp_path / method, cache_dir=stage_cache, progress=False)
         builds_teachers = "lp" in [s["stage"] for s in result["stages"]]
-        assert set(result) == RESULT_KEYS | (TEACHER_KEYS if builds_teachers else set()), method
+        classifier = {"prediction_share"} if get_task(task).kind == "classification" else set()
+        assert set(result) == RESULT_KEYS | classifier | (TEACHER_KEYS if builds_teachers else set()), method
         if builds_teachers:  # θ_pre's (and θ_fine's) quality beside every run that builds them
             scores = result["teacher_scores"]
             assert math.isfinite(scores["pre"]["eval"]) and isinstance(result["weak_teacher"], (bool, type(None)))
