@@ -291,7 +291,7 @@ def stability_table(runs: list[dict[str, Any]], baseline: str = "plain") -> Tabl
             table.add([model, method, seeds, *row])
     table.notes.append(
         f"Over the seeds that finished ok: std = sample std (percentage points), worst = the lowest seed (⚠k/n: runs "
-        f"that failed to learn), var ÷ {baseline} = s²(method) / s²({baseline}) with the 95 % interval "
+        f"that failed to learn; ⚠collapsed k/n: runs that collapsed, as in the main table), var ÷ {baseline} = s²(method) / s²({baseline}) with the 95 % interval "
         f"[r / F(0.975; n₁−1, n₂−1), r / F(0.025; n₁−1, n₂−1)]. That interval assumes the seed scores are "
         f"independent and normal; with 3 seeds per side (2 and 2 degrees of freedom) it spans a factor of about 39 "
         f"each way, so only a ratio far from 1 is evidence that a method is more (or less) stable. A bootstrap over "
