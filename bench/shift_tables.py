@@ -52,7 +52,7 @@ def shift_view(record: dict[str, Any], name: str) -> dict[str, Any] | None:
     view.update(headline=entry.get("headline"), headline_metric=entry.get("headline_metric"),
                 eval_stats=entry.get("eval_stats"), majority_baseline=entry.get("majority_baseline"),
                 failed_to_learn=entry.get("failed_to_learn"), subsets={"eval": entry.get("subset") or {}},
-                prediction_share=entry.get("prediction_share"))  # fmt: skip
+                prediction_share=entry.get("prediction_share"), collapsed=entry.get("collapsed"))  # fmt: skip
     return view
 
 
@@ -74,7 +74,7 @@ def mean_view(record: dict[str, Any], names: list[str]) -> dict[str, Any] | None
         return None
     values = [stats._finite(v.get("headline")) for v in views]
     baselines = [stats._finite(v.get("majority_baseline")) for v in views]
-    view = {**views[0], "eval_stats": None, "subsets": {}, "prediction_share": None}
+    view = {**views[0], "eval_stats": None, "subsets": {}, "prediction_share": None, "collapsed": None}
     mean = statistics.fmean(values) if all(x is not None for x in values) else None
     base = statistics.fmean(baselines) if all(x is not None for x in baselines) else None
     view.update(headline=mean, majority_baseline=base,

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 # The metrics from per-example statistics live with their producer, hybridft.scoring; re-exported here.
+from hybridft import scoring
 from hybridft.scoring import STAT_KINDS as KINDS
 from hybridft.scoring import (
     as_rows,
@@ -128,8 +129,8 @@ def count_failed_to_learn(records: Iterable[Mapping[str, Any]]) -> tuple[int, in
     return sum(flags), len(flags)
 
 
-COLLAPSE_SD_RATIO = 0.1  # regression: sd(prediction) / sd(label) below this on the eval rows is collapsed
-COLLAPSE_EXCESS = 0.85  # classification: (s − q) / (1 − q) above this is collapsed (s, q: see prediction_share)
+COLLAPSE_SD_RATIO = scoring.COLLAPSE_SD_RATIO
+COLLAPSE_EXCESS = scoring.COLLAPSE_EXCESS
 
 
 def prediction_share(record: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -207,24 +208,22 @@ def attach_labels(records: list[dict[str, Any]], labels: Mapping[str, Mapping[st
 
 
 def collapsed(record: Mapping[str, Any]) -> bool | None:
-    """True when an ok run's predictions collapsed; None when it cannot be judged (not ok, or not recorded).
+    """True when an ok run's predictions collapsed (`hybridft.scoring.collapsed`); None when it cannot be judged
+    (not ok, or not recorded).
 
     - Regression (eval_stats rows [prediction, label]): sd(prediction) / sd(label) < COLLAPSE_SD_RATIO.
     - Classification: with s the most-predicted class's share of the eval rows and q its true share
       (`prediction_share`), (s − q) / (1 − q) > COLLAPSE_EXCESS: the run predicts one class far beyond its share.
-    Other tasks (tokens, spans, generation) are not judged. Kept apart from `failed_to_learn`: a collapsed run can
-    beat the majority baseline on F1, and a run can fail to learn without collapsing."""
+    Judged from the record's data where it has them (the record's own ``collapsed`` otherwise); other tasks
+    (tokens, spans, generation) are not judged. Kept apart from `failed_to_learn`: a collapsed run can beat the
+    majority baseline on F1, and a run can fail to learn without collapsing."""
     if record.get("status", "ok") != "ok":
         return None
     stats = record.get("eval_stats")
-    if isinstance(stats, Mapping) and stats.get("kind") in ("pearson", "spearman") and stats.get("rows"):
-        rows = as_rows(stats["kind"], stats["rows"])
-        spread = float(np.std(rows[:, 1]))
-        return None if spread == 0.0 else bool(float(np.std(rows[:, 0])) / spread < COLLAPSE_SD_RATIO)
-    share = prediction_share(record)
-    if share is None or share["label_share"] >= 1.0:
-        return None
-    return bool((share["share"] - share["label_share"]) / (1.0 - share["label_share"]) > COLLAPSE_EXCESS)
+    judged = scoring.collapsed(dict(stats) if isinstance(stats, Mapping) else None, prediction_share(record))
+    if judged is None and isinstance(record.get("collapsed"), bool):
+        return record["collapsed"]
+    return judged
 
 
 @dataclass(frozen=True)

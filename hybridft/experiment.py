@@ -12,13 +12,13 @@ is scored on the same examples). Measurements:
   size over its value after the imports; None otherwise (see `hybridft.training.PeakMemory`).
 - ``train_tokens``, ``forward_tokens``, ``optimizer_steps``, ``train_flops``: summed over every stage, cached ones at
   their recorded cost (`hybridft.compute`); ``stages`` lists each stage, ``curves`` its training-loss series.
-- ``majority_baseline``, ``failed_to_learn``, ``eval_stats``, ``prediction_share`` (classifiers only): see
-  `hybridft.scoring`.
+- ``majority_baseline``, ``failed_to_learn``, ``eval_stats``, ``prediction_share`` (classifiers only),
+  ``collapsed``: see `hybridft.scoring`.
 - ``teacher_scores``, ``weak_teacher``: for a method that builds teachers (`hybridft.teacher_quality`), and
   ``probe``: the linear probe's record (its L2 grid and choice, `hybridft.probe`).
 - ``extra_metrics``: the task's extra evaluation splits (MNLI mismatched), same eval_size subset rule.
 - ``shift_metrics``: per shift set of the run (`hybridft.shift`; a seeded ``shift_size`` subset): role, metrics,
-  headline, majority baseline, failed_to_learn, eval_stats, prediction_share (classifiers) and subset;
+  headline, majority baseline, failed_to_learn, eval_stats, prediction_share (classifiers), collapsed and subset;
   ``shift_skipped``: the registered sets whose file was not found; ``shift_eval_time_s``: loading, preprocessing and
   scoring them (not in ``eval_time_s``).
 - ``trainable_params``: of the stage the method trains; ``total_params``: every weight used at inference (both
@@ -338,13 +338,15 @@ def model_predictions(model, task, tokenizer, features, cfg: RunConfig, work_dir
 
 def stats_fields(task, predictions, features, examples, **stats_args) -> dict[str, Any]:
     """A scored set's per-example fields in a record: ``eval_stats`` (`hybridft.scoring.example_stats`, which takes
-    ``stats_args``) and, for a classifier, ``prediction_share``."""
-    from hybridft.scoring import example_stats, prediction_share
+    ``stats_args``), for a classifier ``prediction_share``, and ``collapsed`` (`hybridft.scoring.collapsed`; None
+    where it is not judged)."""
+    from hybridft.scoring import collapsed, example_stats, prediction_share
 
     fields = {"eval_stats": example_stats(task, predictions, features, examples, **stats_args)}
     share = prediction_share(task, predictions, features)
     if share is not None:
         fields["prediction_share"] = share
+    fields["collapsed"] = collapsed(fields["eval_stats"], share)
     return fields
 
 
@@ -456,7 +458,7 @@ def run_experiment(
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg)
     ctx = train_context(cfg, data, work_dir, cache_dir, progress, log_dir)
-    stats, extra_metrics, shift_metrics = {"eval_stats": None}, {}, {}
+    stats, extra_metrics, shift_metrics = {"eval_stats": None, "collapsed": None}, {}, {}
     shift_time = data.shift_prepare_s
     with PeakMemory(cpu=measure_cpu_memory) as memory:
         trained = method.train(ctx, config)

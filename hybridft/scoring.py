@@ -24,7 +24,10 @@ never dropped.
 
 A classifier's ``prediction_share`` (classification and ``sst2_lm``-like choice tasks; None for every other kind) is
 its most-predicted class c (ties: the lowest index), the share s of evaluation rows predicted c and the share q of
-rows labelled c: the tables call a run collapsed onto one class when (s − q)/(1 − q) is large.
+rows labelled c. A run is ``collapsed`` (`collapsed`) when a regression's predictions barely vary,
+sd(prediction)/sd(label) < 0.1 on the evaluation rows, or when a classifier predicts one class far beyond its share,
+(s − q)/(1 − q) > 0.85; None where that cannot be judged (tokens, spans, generated answers). It is kept apart from
+``failed_to_learn``: a collapsed regression can still correlate, and a run can fail to learn without collapsing.
 """
 
 from __future__ import annotations
@@ -238,6 +241,23 @@ def prediction_share(task, predictions: Any, features) -> dict | None:
     return top_class_share(logits.argmax(axis=-1), features["labels"], num_classes)
 
 
+COLLAPSE_SD_RATIO = 0.1  # regression: sd(prediction) / sd(label) below this on the eval rows is collapsed
+COLLAPSE_EXCESS = 0.85  # classification: (s − q) / (1 − q) above this is collapsed (s, q: prediction_share)
+
+
+def collapsed(eval_stats: dict | None, share: dict | None) -> bool | None:
+    """Whether predictions collapsed (module docstring): from a regression's eval_stats rows [prediction, label], or
+    from a classifier's ``prediction_share``; None when neither judges it (or the labels have no spread, or one
+    class is every label)."""
+    if isinstance(eval_stats, dict) and eval_stats.get("kind") in ("pearson", "spearman") and eval_stats.get("rows"):
+        rows = as_rows(eval_stats["kind"], eval_stats["rows"])
+        spread = float(np.std(rows[:, 1]))
+        return None if spread == 0.0 else bool(float(np.std(rows[:, 0])) / spread < COLLAPSE_SD_RATIO)
+    if not isinstance(share, dict) or share.get("label_share") is None or share["label_share"] >= 1.0:
+        return None
+    return bool((share["share"] - share["label_share"]) / (1.0 - share["label_share"]) > COLLAPSE_EXCESS)
+
+
 def majority_baseline(task, features, examples) -> float:
     """The headline of the trivial predictor on this evaluation subset (module docstring), in the raw scale."""
     if task.kind == "regression" or task.headline == "matthews_correlation" or task.kind == "token":
@@ -267,6 +287,7 @@ def failed_to_learn(headline: Any, baseline: Any) -> bool:
 __all__ = [
     "STAT_KINDS",
     "as_rows",
+    "collapsed",
     "example_stats",
     "failed_to_learn",
     "index_weights",

@@ -108,4 +108,7 @@ def test_a_run_record_carries_it_for_the_eval_split_and_each_shift_set(tmp_path,
         correct = np.asarray(entry["eval_stats"]["rows"])[:, 0] == 1
         predicted = np.where(correct, labels, 1 - labels)
         assert entry["prediction_share"] == top_class_share(predicted, labels, 2), name
+        share = entry["prediction_share"]  # and the flag the tables read, by the rule written out
+        excess = (share["share"] - share["label_share"]) / (1 - share["label_share"])
+        assert entry["collapsed"] is bool(excess > 0.85), name
     assert info.fingerprint == entries["mpqa"]["subset"]["fingerprint"]

@@ -121,3 +121,17 @@ def test_attach_labels_derives_the_share_and_the_tables_mark_and_count_it():
     assert "Collapse not judged for 6 ok runs" in bare
     with pytest.raises(stats.StatsInputError, match="minilm/lora/mrpc seed 0: 199 labels for 200 eval rows"):
         stats.attach_labels(runs[:1], {"fp": {"num_labels": 2, "labels": labels.tolist()[:-1]}})
+
+
+def test_the_record_flag_and_the_library_rule_agree():
+    from hybridft import scoring
+
+    r = _regression(2, 0.03)
+    assert scoring.collapsed(r["eval_stats"], None) is True is stats.collapsed(r)
+    share = {"class": 1, "share": 0.99, "label_share": 0.6}
+    assert scoring.collapsed(None, share) is True and scoring.collapsed(None, {**share, "share": 0.7}) is False
+    assert scoring.collapsed(None, None) is None and scoring.collapsed({"kind": "mean", "rows": [[1]]}, None) is None
+    # a record that carries only the flag (no rows, no share) is judged by it; its data win where present
+    bare = make_record("qqp", "lora", 0, 0.7, collapsed=True)
+    assert stats.collapsed(bare) is True and stats.collapsed({**bare, "collapsed": False}) is False
+    assert stats.collapsed({**_regression(3, 0.9), "collapsed": True}) is False

@@ -32,6 +32,7 @@ RESULT_KEYS = {
     "failed_to_learn",
     "extra_metrics",
     "eval_stats",
+    "collapsed",
     "peak_memory_source",
     "method_extra",
     "train_tokens",
