@@ -8,12 +8,17 @@ Examples:
     python -m bench --profile paper --shard 3/8          # one of 8 hand-made array tasks; same options on each
     python -m bench --profile paper --launcher "torchrun --standalone --nproc_per_node=4"
     python -m bench --profile quick --list               # the matrix and which runs are done
+    python -m bench --profile quick --workers 2 --threads-per-worker 1   # two (model, task, seed) groups at once
     python -m bench --profile quick --tasks sst2 --shift sst2:tweets=/data/tweets.parquet   # one more shift set
 
 Rerunning the same command resumes: finished runs (ok or diverged) are skipped, failed ones too unless
 --retry-failed. A run's shift sets are part of its identity: adding one (--shift, or in the profile) runs the
 task's runs again (final weights are not kept), and --list shows them as pending. Every run's record is its own
 file, OUTPUT/runs.d/<key>.json, whichever executor or shard ran it; OUTPUT/runs.jsonl is compiled from them.
+
+Locally the (model, task, seed) groups run in --workers processes at once, --threads-per-worker torch threads each;
+by default sized to the machine (a 2-core CPU: 2 × 1; with a GPU: 1 worker). Each record states its thread count
+(hardware.torch_threads): thread counts can change float results in the last digits.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="exit 1 if any run of the matrix failed or is missing (CI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--keep-work", action="store_true", help="keep every run's scratch folder (default: failed only)")
+    p.add_argument("--workers", type=int, help="(model, task, seed) groups run at once, each in its own process "
+                   "(default: sized to the machine, see --threads-per-worker; 1 with a GPU)")  # fmt: skip
+    p.add_argument("--threads-per-worker", type=int, help="torch threads per worker (default: max(1, cores // 4) when "
+                   "--workers is sized to the machine; a 2-core machine runs 2 workers × 1 thread)")  # fmt: skip
     cluster = p.add_argument_group("cluster", "Run the matrix as SLURM jobs (submitit) or Ray tasks, one job per "
                                    "(model, task, seed) group; see bench/executors.py. A profile's [cluster] table "
                                    "replaces the defaults below; a flag given here wins over both.")  # fmt: skip
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         list_matrix(specs, output)
         return 0
+    workers, threads = worker_counts(args)
     output.mkdir(parents=True, exist_ok=True)
     opts = runner.BenchOptions(
         output=output,
@@ -151,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         report_to=profile.report_to
         if args.report_to == "profile"
         else tuple(x for x in [args.report_to] if x != "none"),
+        workers=workers,
+        threads_per_worker=threads,
     )
     import signal
     import time
@@ -183,6 +195,25 @@ def main(argv: list[str] | None = None) -> int:
         tables.write_all(output)
         print(f"tables and plots written to {output}")
     return strict_status(specs, output) if args.strict else 0
+
+
+def worker_counts(args: argparse.Namespace) -> tuple[int, int | None]:
+    """(workers, threads per worker) from --workers / --threads-per-worker, else sized to the machine
+    (`bench.runner.default_workers`); exits naming a bad value. With --launcher or a cluster executor the runs are
+    already processes of their own: one local worker, and --workers is refused."""
+    for name in ("workers", "threads_per_worker"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            sys.exit(f"--{name.replace('_', '-')} must be an integer >= 1, got {value}")
+    if args.launcher or args.executor != "local":
+        if args.workers not in (None, 1):
+            sys.exit(f"--workers {args.workers} runs local worker processes; it does not combine with "
+                     f"{'--launcher' if args.launcher else '--executor ' + args.executor} (use --max-parallel there)")  # fmt: skip
+        return 1, args.threads_per_worker
+    if args.workers is None:
+        workers, threads = runner.default_workers()
+        return workers, args.threads_per_worker or threads
+    return args.workers, args.threads_per_worker or (1 if args.workers > 1 else None)
 
 
 def cluster_options(args: argparse.Namespace, profile: prof.Profile):

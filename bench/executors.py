@@ -95,7 +95,7 @@ class GroupJob:
                 continue
             record = runner.run_one(spec, self.profile, self.opts)
             rec.write_run_record(self.opts.output, record)
-            statuses.append(f"{spec.label()}: {record['status']}")
+            statuses.append(f"{spec.label()}: {runner.summary_line(record)}")
         return statuses
 
     def checkpoint(self, specs: list[RunSpec]):

@@ -73,8 +73,13 @@ def session_lines(directory: Path) -> list[str]:
             kind = "building a fresh venv" if s.get("venv_fresh") else "checking the existing venv"
             setup = f"; before it, nox's install step took {s['venv_setup_s'] / 60:.1f} min ({kind})"
         stopped = " (interrupted)" if s.get("interrupted") else ""
+        workers = ""  # sessions before --workers ran one run at a time and say nothing
+        if s.get("workers") is not None:
+            threads = s.get("threads_per_worker")
+            workers = f" in {s['workers']} worker{'s' if s['workers'] != 1 else ''}" + (
+                f" × {threads} thread{'s' if threads != 1 else ''}" if threads else "")  # fmt: skip
         lines.append(
-            f"Measured: `nox -s bench`{stopped} ran {s['runs_executed']} of the {s['matrix_runs']} runs in "
+            f"Measured: `nox -s bench`{stopped} ran {s['runs_executed']} of the {s['matrix_runs']} runs{workers} in "
             f"{s['wall_time_s'] / 60:.1f} min, {cache}, on {_hardware(s)}, git {str(s.get('git_revision'))[:12]}"
             f"{' (dirty)' if s.get('git_dirty') else ''}, started {s.get('started_at', '?')}{setup}"
             + (f" (time reconstructed {s['reconstructed']})." if s.get("reconstructed") else ".")

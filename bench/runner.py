@@ -14,6 +14,7 @@ writes the result file, and only this runner process ever writes runs.jsonl.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -43,6 +44,8 @@ class BenchOptions:
     keep_work: bool = False
     report_to: tuple[str, ...] = ()  # ("tensorboard",): event files under OUTPUT/tensorboard/<run key>/<stage>
     tensorboard_dir: Path | None = None
+    workers: int = 1  # (model, task, seed) groups run at once, each in its own process (`run_parallel`)
+    threads_per_worker: int | None = None  # torch threads in each worker (None: torch's default, one process)
 
     def log_dir(self, spec: RunSpec) -> Path | None:
         """Where this run's TensorBoard event files go (outside its scratch, which is deleted), or None."""
@@ -192,7 +195,8 @@ def run_one(spec: RunSpec, profile: str, opts: BenchOptions) -> dict[str, Any]:
     return build_record(spec, profile, outcome, wall)
 
 
-def _summary(record: dict[str, Any]) -> str:
+def summary_line(record: dict[str, Any]) -> str:
+    """A run's outcome in one line: status, headline, wall time (or the error)."""
     if record["status"] == "failed":
         err = record["error"]
         return f"FAILED {err['type']}: {err['message'][:200]}"
@@ -202,24 +206,130 @@ def _summary(record: dict[str, Any]) -> str:
 
 
 def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions) -> list[dict[str, Any]]:
-    """Run every spec not finished yet (per records in the output folder), appending each record as it ends."""
+    """Run every spec not finished yet (per records in the output folder), appending each record as it ends; with
+    ``opts.workers`` > 1 and more than one (model, task, seed) group to run, in parallel worker processes."""
     from tqdm.auto import tqdm
+
+    from bench.executors import groups
 
     done = rec.finished_keys(rec.load_records(opts.output), retry_failed=opts.retry_failed)
     todo = [s for s in specs if s.key not in done]
+    jobs = groups(todo)
+    workers = min(opts.workers, len(jobs))
     print(f"{len(specs)} runs in the matrix, {len(specs) - len(todo)} already done, {len(todo)} to run "
-          f"→ {opts.output / rec.RECORDS_DIR}", flush=True)  # fmt: skip
+          f"→ {opts.output / rec.RECORDS_DIR}" + (f" ({workers} workers × {opts.threads_per_worker or '?'} "
+          f"threads)" if workers > 1 else ""), flush=True)  # fmt: skip
+    if workers > 1:
+        return run_parallel(jobs, profile, opts, workers)
     written = []
-    bar = tqdm(todo, desc="bench", unit="run", disable=not opts.progress or not todo, dynamic_ncols=True)
-    for i, spec in enumerate(bar, start=1):
-        bar.set_description(f"bench {spec.label()}")
-        record = run_one(spec, profile.name, opts)
-        if rec.write_run_record(opts.output, record):
-            written.append(record)
-        rec.compile_runs(opts.output)
-        tqdm.write(f"[{i}/{len(todo)}] {spec.label()}: {_summary(record)}")
-    bar.close()
+    with torch_threads(opts.threads_per_worker):
+        bar = tqdm(todo, desc="bench", unit="run", disable=not opts.progress or not todo, dynamic_ncols=True)
+        for i, spec in enumerate(bar, start=1):
+            bar.set_description(f"bench {spec.label()}")
+            record = run_one(spec, profile.name, opts)
+            if rec.write_run_record(opts.output, record):
+                written.append(record)
+            rec.compile_runs(opts.output)
+            tqdm.write(f"[{i}/{len(todo)}] {spec.label()}: {summary_line(record)}")
+        bar.close()
     return written
+
+
+class torch_threads:
+    """``torch.set_num_threads(count)`` inside the block (None: leave torch's default), restored after."""
+
+    def __init__(self, count: int | None):
+        self.count, self.before = count, None
+
+    def __enter__(self):
+        if self.count is not None:
+            import torch
+
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(self.count)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.before is not None:
+            import torch
+
+            torch.set_num_threads(self.before)
+
+
+def default_workers(cpus: int | None = None, gpus: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker) sized to the machine: on CPU, threads = max(1, cores // 4) and workers = cores //
+    threads (a 2-core machine runs 2 × 1, 8 cores 4 × 2, 16 cores 4 × 4); with a GPU, one worker with every core
+    (runs on one device do not overlap)."""
+    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)  # fmt: skip
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus:
+        return 1, cpus
+    threads = max(1, cpus // 4)
+    return max(1, cpus // threads), threads
+
+
+def _worker_init(env: dict[str, str], threads: int) -> None:
+    """A worker process's start: the driver's environment, its thread count, and death with the driver (Linux: a
+    killed driver leaves no worker writing records behind it)."""
+    os.environ.update(env)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the driver's Ctrl-C still reaches its process group
+        pass
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_parallel(jobs: list[list[RunSpec]], profile: Profile, opts: BenchOptions, workers: int) -> list[dict]:
+    """Run the groups in ``workers`` processes at once (spawned, ``opts.threads_per_worker`` torch threads each),
+    each group's runs in matrix order by `bench.executors.GroupJob`, which writes each record as its run ends and
+    skips finished ones. One progress line for the whole matrix (runs done, elapsed, ETA), fed from the records
+    folder; each run's outcome is printed when its group ends. Returns the records the workers wrote."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from bench.executors import GroupJob, worker_env
+
+    threads = opts.threads_per_worker or 1
+    env = worker_env() | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    job = GroupJob(profile.name, replace(opts, progress=False), env)  # workers draw no bars of their own
+    keys = {spec.key for group in jobs for spec in group}
+    before = keys & rec.finished_keys(rec.load_records(opts.output), retry_failed=opts.retry_failed)
+    bar = tqdm(total=len(keys - before), desc=f"bench ({workers} workers)", unit="run", disable=not opts.progress,
+               dynamic_ncols=True)  # fmt: skip
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(env, threads))
+    try:
+        pending = {pool.submit(job, group) for group in jobs}
+        while pending:
+            finished, pending = wait(pending, timeout=5.0, return_when=FIRST_COMPLETED)
+            now = keys & rec.finished_keys(rec.load_records(opts.output), retry_failed=opts.retry_failed)
+            bar.update(len(now - before) - bar.n)
+            for future in finished:
+                for line in future.result():
+                    tqdm.write(line)
+    except BaseException:  # Ctrl-C, SIGTERM, a worker that died: stop every worker now, not after its group
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    rec.compile_runs(opts.output)
+    written = keys & rec.finished_keys(rec.load_records(opts.output)) - before
+    return [r for r in rec.load_records(opts.output) if r.get("key") in written]
 
 
 SESSIONS_FILE = "sessions.jsonl"
@@ -237,7 +347,8 @@ def record_session(opts: BenchOptions, profile: Profile, *, matrix: int, ran: in
 
     The README's stated wall time comes from these lines, never from a typed number. ``venv_setup_s`` is the
     nox install step of the same invocation (``HYBRIDFT_VENV_SETUP_S``, set by noxfile.py) and ``venv_fresh``
-    whether it built the venv from nothing."""
+    whether it built the venv from nothing; ``workers`` and ``threads_per_worker`` how the matrix ran (None threads:
+    torch's default in one process)."""
     import datetime as dt
 
     from hybridft.provenance import collect
@@ -252,6 +363,8 @@ def record_session(opts: BenchOptions, profile: Profile, *, matrix: int, ran: in
         "cache_empty_at_start": cached_at_start == 0,
         "cached_artifacts_at_start": cached_at_start,
         "interrupted": interrupted,
+        "workers": opts.workers,
+        "threads_per_worker": opts.threads_per_worker,
         "venv_setup_s": round(float(setup), 1) if setup else None,
         "venv_fresh": os.environ.get("HYBRIDFT_VENV_FRESH") == "1" if setup else None,
         **collect(),
@@ -277,9 +390,26 @@ def python_launcher(text: str | None) -> tuple[str, ...]:
     return (sys.executable, *parts[1:]) if parts and parts[0] == "python" else parts
 
 
+class _ExpectedNewHead(logging.Filter):
+    """Drops transformers' "Some weights ... are newly initialized" warning: every run that adds a task head to a
+    pretrained encoder gets it, and a benchmark user expects it. Other warnings pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "newly initialized" not in record.getMessage()
+
+
+EXPECTED_WARNING_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loading_report")
+
+
 def environment_defaults() -> None:
-    """Quiet and deterministic defaults for child libraries, unless the user set them."""
+    """Quiet and deterministic defaults for child libraries, unless the user set them; the expected new-head warning
+    of transformers silenced (`_ExpectedNewHead`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in EXPECTED_WARNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ExpectedNewHead) for f in logger.filters):
+            logger.addFilter(_ExpectedNewHead())
 
 
-__all__ = ["BenchOptions", "build_record", "execute", "run_matrix", "run_one", "sweep_result"]
+__all__ = ["BenchOptions", "build_record", "default_workers", "execute", "run_matrix", "run_one", "run_parallel",
+           "summary_line", "sweep_result", "torch_threads"]  # fmt: skip

@@ -55,12 +55,15 @@ def test_session_lines_state_the_measured_time_from_the_sessions_file(tmp_path):
         {"profile": "quick", "matrix_runs": 54, "runs_executed": 35, "wall_time_s": 1800.0,
          "cache_empty_at_start": False, "cached_artifacts_at_start": 9, "interrupted": False, "venv_setup_s": 150.0,
          "venv_fresh": True, "hardware": {"cpu": "Xeon", "cpu_count": 2}, "git_revision": "abcdef0123456789",
-         "git_dirty": True, "started_at": "2026-12-01T22:00:00"},
+         "git_dirty": True, "started_at": "2026-12-01T22:00:00", "workers": 2, "threads_per_worker": 1},
+        {"profile": "quick", "matrix_runs": 54, "runs_executed": 54, "wall_time_s": 60.0, "cache_empty_at_start": True,
+         "workers": 1, "threads_per_worker": None, "hardware": {"gpu": "H100"}, "started_at": "2026-12-02T00:00:00"},
     ]  # fmt: skip
     (tmp_path / "sessions.jsonl").write_text("".join(json.dumps(s) + "\n" for s in sessions))
-    first, second = readme.session_lines(tmp_path)
+    first, second, third = readme.session_lines(tmp_path)
     assert "(interrupted) ran 19 of the 54 runs in 12.3 min, from an empty stage cache, on Xeon (2 cores)" in first
-    assert "30.0 min, with 9 stage artifacts already cached" in second and "(dirty)" in second
+    assert "ran 35 of the 54 runs in 2 workers × 1 thread in 30.0 min, with 9 stage artifacts already cached" in second
+    assert "(dirty)" in second and "ran 54 of the 54 runs in 1 worker in 1.0 min" in third and "on H100" in third
     assert "install step took 2.5 min (building a fresh venv)" in second
     assert readme.session_lines(tmp_path / "nothing") == []
 

@@ -163,3 +163,53 @@ def test_unknown_task_is_named_before_anything_runs(tmp_path):
     with pytest.raises(SystemExit, match=r"--tasks: unknown \['sst3'\]; known tasks: cola"):
         cli.main(["--profile", "smoke", "--tasks", "sst3", "--output", str(tmp_path)])
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_two_workers_write_the_same_records_as_one(tmp_path, data_dir, capsys):
+    """Two (model, task, seed) groups run at once in two worker processes give the records one process gives, at
+    the same thread count: headline, metrics, FLOPs and per-example statistics."""
+    args = ["--profile", "smoke", "--tasks", "rte", "sst2", "--methods", "plain", "lora", "--seeds", "0",
+            "--data-dir", str(data_dir), "--threads-per-worker", "1"]  # fmt: skip
+    assert _bench(*args, "--output", str(tmp_path / "one"), "--workers", "1") == 0
+    assert _bench(*args, "--output", str(tmp_path / "two"), "--workers", "2") == 0
+    assert "(2 workers × 1 threads)" in capsys.readouterr().out
+    one = {r["key"]: r for r in rec.read_file(tmp_path / "one" / "runs.jsonl")}
+    two = {r["key"]: r for r in rec.read_file(tmp_path / "two" / "runs.jsonl")}
+    assert sorted(one) == sorted(two) and len(one) == 4
+    for key, record in one.items():
+        assert record["status"] == two[key]["status"] == "ok"
+        for field in ("headline", "metrics", "train_flops", "eval_stats"):
+            assert record[field] == two[key][field], (record["method"], record["task"], field)
+        assert record["hardware"]["torch_threads"] == two[key]["hardware"]["torch_threads"] == 1
+
+
+def test_default_workers_fit_the_machine_and_bad_counts_are_refused():
+    assert runner.default_workers(cpus=2, gpus=0) == (2, 1)
+    assert runner.default_workers(cpus=1, gpus=0) == (1, 1)
+    assert runner.default_workers(cpus=8, gpus=0) == (4, 2)
+    assert runner.default_workers(cpus=16, gpus=0) == (4, 4)
+    assert runner.default_workers(cpus=16, gpus=1) == (1, 16)  # one device: runs do not overlap
+    for bad, message in ((["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+                         (["--threads-per-worker", "-1"], "--threads-per-worker must be an integer >= 1, got -1"),
+                         (["--workers", "2", "--launcher", "python"], "does not combine with --launcher"),
+                         (["--workers", "3", "--executor", "ray"], "does not combine with --executor ray")):  # fmt: skip
+        with pytest.raises(SystemExit, match=message):
+            cli.worker_counts(cli.parse_args(["--profile", "smoke", *bad]))
+    assert cli.worker_counts(cli.parse_args(["--workers", "2"])) == (2, 1)
+    assert cli.worker_counts(cli.parse_args(["--workers", "1"])) == (1, None)  # one process: torch's own threads
+    assert cli.worker_counts(cli.parse_args(["--launcher", "python"]))[0] == 1
+
+
+def test_the_expected_new_head_warning_is_silenced_and_others_pass(caplog):
+    import logging
+
+    runner.environment_defaults()
+    runner.environment_defaults()  # idempotent: one filter
+    logger = logging.getLogger("transformers.modeling_utils")
+    assert sum(isinstance(f, runner._ExpectedNewHead) for f in logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="transformers.modeling_utils"):
+        logger.warning("Some weights of BertForSequenceClassification were not initialized from the model checkpoint "
+                       "at x and are newly initialized: ['classifier.bias']")  # fmt: skip
+        logger.warning("Some weights of the checkpoint were not used")
+    assert [r.getMessage() for r in caplog.records] == ["Some weights of the checkpoint were not used"]
