@@ -301,7 +301,7 @@ def majority_scores(runs: list[dict[str, Any]], model: str, task: str) -> float 
 
 
 def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | None = None) -> Table:
-    """LoRA-paper Table 2 layout: methods × tasks, mean ± std, average, compute, best per column (per model) in bold.
+    """LoRA-paper Table 2 layout: methods × tasks, mean ± std with the flag marks, compute, a majority-baseline row (no bold, no average over tasks).
 
     ``references`` only adds a pointer to the separate reference table: published rows never sit in this one.
     """
