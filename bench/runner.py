@@ -13,6 +13,7 @@ writes the result file, and only this runner process ever writes runs.jsonl.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -217,7 +218,7 @@ def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions) -> li
     jobs = groups(todo)
     workers = min(opts.workers, len(jobs))
     print(f"{len(specs)} runs in the matrix, {len(specs) - len(todo)} already done, {len(todo)} to run "
-          f"→ {opts.output / rec.RECORDS_DIR}" + (f" ({workers} workers × {opts.threads_per_worker or '?'} "
+          f"→ {opts.output / rec.RECORDS_DIR}" + (f" ({workers} workers × {opts.threads_per_worker or 1} "
           f"threads)" if workers > 1 else ""), flush=True)  # fmt: skip
     if workers > 1:
         return run_parallel(jobs, profile, opts, workers)
@@ -235,25 +236,18 @@ def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions) -> li
     return written
 
 
-class torch_threads:
-    """``torch.set_num_threads(count)`` inside the block (None: leave torch's default), restored after."""
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run a block with torch.set_num_threads(count) (None: leave it), restoring the previous count after."""
+    import torch
 
-    def __init__(self, count: int | None):
-        self.count, self.before = count, None
-
-    def __enter__(self):
-        if self.count is not None:
-            import torch
-
-            self.before = torch.get_num_threads()
-            torch.set_num_threads(self.count)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.before is not None:
-            import torch
-
-            torch.set_num_threads(self.before)
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_workers(cpus: int | None = None, gpus: int | None = None) -> tuple[int, int]:

@@ -37,6 +37,7 @@ from bench.tables import (
     holm_family,
     interval_notes,
     layout,
+    pairing_notes,
 )
 
 AVG = "__ood_avg__"  # the column of the mean over a task's shift sets
@@ -213,7 +214,7 @@ def ood_difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT,
                   f"intervals)", ["Model", "Baseline", "Method", "Seeds",
                                   *difference_headers([_diff_label(t, c) for t, c in cols])])  # fmt: skip
     views = {key: column_runs(runs, *key) for key in cols}
-    notes: list[str] = []
+    not_bootstrapped, unpaired = [], []
     for model, baseline, others in baseline_blocks(table, models, methods, baselines):
         results: dict[tuple, stats.Difference | None] = {}
         for key in cols:
@@ -231,7 +232,8 @@ def ood_difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT,
             results.update({(model, baseline, m, key): d for m, d in found.items()})
         family = holm_family(results)
         if family:
-            notes += add_difference_rows(table, family, others, cols, 3)
+            missing, left = add_difference_rows(table, family, others, cols, 3)
+            not_bootstrapped, unpaired = not_bootstrapped + missing, unpaired + left
     table.notes += interval_notes(n_boot, seed, "ID: the task's evaluation subset; OOD avg: the mean over the task's "
                                   "shift sets, per seed; a set: its headline")  # fmt: skip
     table.notes.append(
@@ -240,8 +242,7 @@ def ood_difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT,
         "among many comparisons; only ID and OOD avg are planned comparisons (the Holm family still counts every "
         "column)."
     )
-    table.notes += [f"Not bootstrapped: {n}" for n in dict.fromkeys(x for x in notes if "left out" not in x)]
-    table.notes += [f"Unpaired: {n}" for n in dict.fromkeys(x for x in notes if "left out" in x)]
+    table.notes += pairing_notes(not_bootstrapped, unpaired)
     return table
 
 

@@ -207,6 +207,15 @@ def attach_labels(records: list[dict[str, Any]], labels: Mapping[str, Mapping[st
     return out
 
 
+def judges_collapse(record: Mapping[str, Any]) -> bool:
+    """Whether `collapsed` applies to the run's task: regression and classification (causal-LM label choice, whose
+    metric is GLUE's, included); tokens, spans and generated answers are not judged. Where it applies and
+    `collapsed` says None, the run's prediction share is not recorded."""
+    kind = (record.get("eval_stats") or {}).get("kind")
+    label_choice = record.get("task_kind") == "causal_lm" and record.get("metric_name") == "glue"  # sst2_lm
+    return kind in ("pearson", "spearman") or record.get("task_kind") == "classification" or label_choice
+
+
 def collapsed(record: Mapping[str, Any]) -> bool | None:
     """True when an ok run's predictions collapsed (`hybridft.scoring.collapsed`); None when it cannot be judged
     (not ok, or not recorded).
@@ -628,6 +637,8 @@ __all__ = [
     "StatsInputError",
     "Summary",
     "TInterval",
+    "attach_labels",
+    "collapsed",
     "count_failed_to_learn",
     "example_design",
     "failed_to_learn",
@@ -635,6 +646,7 @@ __all__ = [
     "headline_percent",
     "holm",
     "index_weights",
+    "judges_collapse",
     "mean_interval",
     "metric_from_stats",
     "metric_from_stats_boot",
@@ -644,7 +656,9 @@ __all__ = [
     "paired_mean_difference",
     "percent",
     "percent_factor",
+    "prediction_share",
     "run_name",
+    "shares_from_correctness",
     "summary",
     "t_interval",
     "variance_ratio",

@@ -190,14 +190,6 @@ class Cell:
         return body
 
 
-def _judgeable(record: dict[str, Any]) -> bool:
-    """Whether `bench.stats.collapsed` applies to the run's task: regression and classification (causal-LM label
-    choice included); tokens, spans and generated answers are not judged."""
-    kind = (record.get("eval_stats") or {}).get("kind")
-    label_choice = record.get("task_kind") == "causal_lm" and record.get("metric_name") == "glue"  # sst2_lm
-    return kind in ("pearson", "spearman") or record.get("task_kind") == "classification" or label_choice
-
-
 def split_records(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
     """(ordinary runs, α-sweep runs)."""
     runs = [r for r in records if r.get("kind", "run") != ALPHA_SWEEP and r["method"] != ALPHA_SWEEP]
@@ -235,7 +227,7 @@ def cells(
         if split is None:
             flag = stats.collapsed(r)
             cell.collapsed += bool(flag)
-            cell.collapse_unjudged += flag is None and r["status"] == "ok" and _judgeable(r)
+            cell.collapse_unjudged += flag is None and r["status"] == "ok" and stats.judges_collapse(r)
         if split is None and teachers and isinstance(r.get("weak_teacher"), bool):
             cell.teachers_judged += 1
             cell.weak_teachers += r["weak_teacher"]
@@ -421,12 +413,12 @@ def holm_family(results: dict[tuple, stats.Difference | None]) -> list[Compariso
 
 
 def add_difference_rows(table: Table, family: list[Comparison], methods: list[str], columns: list[tuple],
-                        first: int) -> list[str]:  # fmt: skip
+                        first: int) -> tuple[list[str], list[str]]:  # fmt: skip
     """One row per method that has a comparison: per column its t-interval cell (bold when Holm-significant) and
-    its bootstrap cell, from column ``first`` on. Returns the notes of cells without a bootstrap or with unpaired
-    runs."""
+    its bootstrap cell, from column ``first`` on. Returns the notes of its cells: (why a cell has no bootstrap, which
+    runs a cell left unpaired)."""
     found = {(c.method, c.column): c for c in family}
-    notes = []
+    not_bootstrapped, unpaired = [], []
     for method in methods:
         row = [found.get((method, col)) for col in columns]
         if all(c is None for c in row):
@@ -439,13 +431,19 @@ def add_difference_rows(table: Table, family: list[Comparison], methods: list[st
             if c is not None and c.holm_significant:
                 table.bold.add((len(table.rows), first + 1 + 2 * j))
             if d is not None and d.note:
-                notes.append(d.note)
+                not_bootstrapped.append(d.note)
             if d is not None and d.unpaired:
-                notes.append(f"{method} vs {c.baseline}, {column_text(c.column)}: paired on seeds both finished ok; "
-                             f"left out: {', '.join(d.unpaired)}")  # fmt: skip
+                unpaired.append(f"{method} vs {c.baseline}, {column_text(c.column)}: paired on seeds both finished "
+                                f"ok; left out: {', '.join(d.unpaired)}")  # fmt: skip
             cells_ += [t_text(d), boot_text(d)]
         table.add([family[0].model, family[0].baseline, method, seeds, *cells_])
-    return notes
+    return not_bootstrapped, unpaired
+
+
+def pairing_notes(not_bootstrapped: list[str], unpaired: list[str]) -> list[str]:
+    """A difference table's notes on its cells (`add_difference_rows`), each said once, in first-seen order."""
+    return [f"Not bootstrapped: {n}" for n in dict.fromkeys(not_bootstrapped)] + [
+        f"Unpaired: {n}" for n in dict.fromkeys(unpaired)]  # fmt: skip
 
 
 def column_text(column: tuple[str, str | None]) -> str:
@@ -509,14 +507,14 @@ def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, see
     table = Table(f"Differences vs {' and vs '.join(baselines)} (percentage points, 95 % intervals)",
                   ["Model", "Baseline", "Method", "Seeds",
                    *difference_headers([TASK_LABELS.get(t, t) for t in tasks])])  # fmt: skip
-    notes: list[str] = []
+    not_bootstrapped, unpaired = [], []
     for family in families:
         table.start_block()
-        notes += add_difference_rows(table, family, [m for m in methods[family[0].model] if m != family[0].baseline],
-                                     [(t, None) for t in tasks], 3)  # fmt: skip
+        missing, left = add_difference_rows(table, family, [m for m in methods[family[0].model]
+                                                            if m != family[0].baseline], [(t, None) for t in tasks], 3)  # fmt: skip
+        not_bootstrapped, unpaired = not_bootstrapped + missing, unpaired + left
     table.notes += interval_notes(n_boot, seed, "each headline on the task's evaluation subset")
-    table.notes += [f"Not bootstrapped: {n}" for n in dict.fromkeys(x for x in notes if "left out" not in x)]
-    table.notes += [f"Unpaired: {n}" for n in dict.fromkeys(x for x in notes if "left out" in x)]
+    table.notes += pairing_notes(not_bootstrapped, unpaired)
     return table
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from bench.runner import torch_threads  # also imported from here by bench_linear and the speed tests
 from hybridft import hybrid_kd_loss
 from hybridft.loss import _check_scalars, reference_loss
 from hybridft.provenance import collect, device_label
@@ -206,18 +207,6 @@ def provenance_fields() -> dict[str, object]:
         "git_revision": provenance["git_revision"], "git_dirty": provenance["git_dirty"],
         "timestamp": provenance["timestamp"],
     }  # fmt: skip
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None):
-    """Run a block with torch.set_num_threads(count) (None: leave it), restoring the previous count after."""
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def paired_speedups(slow: Case, fast: Case, *, repeats: int, threads: int | None = 1) -> list[float]:
