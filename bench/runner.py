@@ -206,16 +206,17 @@ def summary_line(record: dict[str, Any]) -> str:
     return f"{record['status']} {head_text} ({record['wall_time_s']:.1f}s)"
 
 
-def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions) -> list[dict[str, Any]]:
+def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions, group: bool = True) -> list[dict[str, Any]]:
     """Run every spec not finished yet (per records in the output folder), appending each record as it ends; with
-    ``opts.workers`` > 1 and more than one (model, task, seed) group to run, in parallel worker processes."""
+    ``opts.workers`` > 1 and more than one job to run, in parallel worker processes. A job is a (model, task, seed)
+    group, whose runs share cached stages, or with ``group=False`` (runs that share nothing, as a sweep's) one run."""
     from tqdm.auto import tqdm
 
     from bench.executors import groups
 
     done = rec.finished_keys(rec.load_records(opts.output), retry_failed=opts.retry_failed)
     todo = [s for s in specs if s.key not in done]
-    jobs = groups(todo)
+    jobs = groups(todo) if group else [[spec] for spec in todo]
     workers = min(opts.workers, len(jobs))
     print(f"{len(specs)} runs in the matrix, {len(specs) - len(todo)} already done, {len(todo)} to run "
           f"→ {opts.output / rec.RECORDS_DIR}" + (f" ({workers} workers × {opts.threads_per_worker or 1} "
