@@ -303,6 +303,7 @@ def run_parallel(jobs: list[list[RunSpec]], profile: Profile, opts: BenchOptions
     before = keys & rec.finished_keys(rec.load_records(opts.output), retry_failed=opts.retry_failed)
     bar = tqdm(total=len(keys - before), desc=f"bench ({workers} workers)", unit="run", disable=not opts.progress,
                dynamic_ncols=True)  # fmt: skip
+    jobs = longest_first(jobs, past_records(opts.output))
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(env, threads))
     try:
@@ -325,6 +326,37 @@ def run_parallel(jobs: list[list[RunSpec]], profile: Profile, opts: BenchOptions
     rec.compile_runs(opts.output)
     written = keys & rec.finished_keys(rec.load_records(opts.output)) - before
     return [r for r in rec.load_records(opts.output) if r.get("key") in written]
+
+
+def past_records(output: Path) -> list[dict[str, Any]]:
+    """The records of ``output`` and of the superseded runs kept under it (``superseded/runs*.jsonl``): what
+    `longest_first` estimates run times from."""
+    past = list(rec.load_records(output))
+    for path in sorted((output / "superseded").glob("runs*.jsonl")):
+        past += rec.read_file(path)
+    return past
+
+
+def longest_first(jobs: list[list[RunSpec]], past: list[dict[str, Any]]) -> list[list[RunSpec]]:
+    """``jobs`` in descending order of expected time, so that with several workers the long jobs start first and no
+    long one runs alone at the end (longest-processing-time scheduling). A job's estimate is the sum over its runs
+    of the mean wall time of earlier runs of the same (task, method) in ``past`` (else of the task, else of all);
+    with no past at all the order is kept."""
+    walls: dict[tuple, list[float]] = {}
+    for r in past:
+        if r.get("status") == "ok" and isinstance(r.get("wall_time_s"), (int, float)):
+            for key in ((r["task"], r["method"]), (r["task"],), ()):
+                walls.setdefault(key, []).append(r["wall_time_s"])
+    if not walls:
+        return list(jobs)
+
+    def estimate(spec: RunSpec) -> float:
+        for key in ((spec.config.task, spec.config.method), (spec.config.task,), ()):
+            if key in walls:
+                return sum(walls[key]) / len(walls[key])
+        return 0.0
+
+    return sorted(jobs, key=lambda job: -sum(estimate(spec) for spec in job))  # stable: ties keep matrix order
 
 
 SESSIONS_FILE = "sessions.jsonl"
@@ -406,5 +438,5 @@ def environment_defaults() -> None:
             logger.addFilter(_ExpectedNewHead())
 
 
-__all__ = ["BenchOptions", "build_record", "default_workers", "execute", "run_matrix", "run_one", "run_parallel",
-           "summary_line", "sweep_result", "torch_threads"]  # fmt: skip
+__all__ = ["BenchOptions", "build_record", "default_workers", "execute", "longest_first", "past_records", "run_matrix",
+           "run_one", "run_parallel", "summary_line", "sweep_result", "torch_threads"]  # fmt: skip

@@ -1,4 +1,7 @@
-"""The learning rates in the CPU profiles are the dev-split sweep's choice (results/lr_sweep), not typed in."""
+"""The learning rates in the CPU profiles are the dev-split sweeps' choice, not typed in: results/lr_sweep (2 epochs),
+results/lr_sweep_edges (adapter and LoRA re-swept one step past the edge their CoNLL choice sat at; it replaces
+results/lr_sweep's choice for the methods and tasks it swept) and results/lr_sweep_matched (plain_matched at its own
+epoch count, for the profiles rerun since it: quick)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,18 @@ from bench import records as rec
 from hybridft.methods import get_method
 
 SWEEP = Path(__file__).resolve().parents[2] / "results" / "lr_sweep"
+EDGES = SWEEP.parent / "lr_sweep_edges"
+MATCHED = SWEEP.parent / "lr_sweep_matched"
+TUNED_AT_OWN_LENGTH = ("quick",)  # profiles whose plain_matched takes its own sweep's rate
+
+
+def _chosen() -> dict[str, dict[str, float]]:
+    chosen = lr_sweep.chosen_rates(rec.load_records(SWEEP))
+    for method, by_task in lr_sweep.chosen_rates(rec.load_records(EDGES)).items():
+        chosen[method] = {**chosen[method], **by_task}
+    return chosen
+
+
 FULL_FT = ("plain", "plain_matched", "hybrid", "hybrid_output", "kd_pre", "kd_fine", "hybrid_a0.25", "hybrid_a0.75",
            "plain_random")  # fmt: skip
 TEACHER = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine", "hybrid_a0.25", "hybrid_a0.75")
@@ -24,9 +39,31 @@ def test_sweep_records_never_score_on_the_evaluation_split():
     assert {r["method"] for r in records} == set(lr_sweep.GRID)
 
 
+@pytest.mark.parametrize("folder", [EDGES, MATCHED])
+def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an_edge(folder):
+    records = rec.load_records(folder)
+    assert records and all(r["status"] == "ok" for r in records), f"run the sweep that writes {folder}"
+    dev_size = prof.load_profile("quick").run["dev_size"]
+    assert all(r["config"]["eval_on"] == "dev" and r["subsets"]["eval"]["size"] == dev_size for r in records)
+    rates: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        rates.setdefault((r["method"], r["task"]), []).append(r["config"]["learning_rate"])
+    for method, by_task in lr_sweep.chosen_rates(records).items():
+        for task, pick in by_task.items():
+            grid = sorted(rates[(method, task)])
+            if pick == grid[-1]:  # at the top edge only as the step --extend added past the base grid's edge
+                assert lr_sweep.step_past(tuple(grid[:-1]), grid[-2]) == pick, (folder.name, method, task, pick)
+            if pick == grid[0]:
+                assert lr_sweep.step_past(tuple(grid[1:]), grid[1]) == pick, (folder.name, method, task, pick)
+    if folder == MATCHED:
+        assert {r["method"] for r in records} == {"plain_matched"}
+        assert all(r["method_extra"]["matched_epochs"] > r["config"]["epochs"] for r in records)
+
+
 @pytest.mark.parametrize("name", ["quick", "ablations", "curves"])
 def test_profile_rates_are_the_sweep_choice(name):
-    chosen = lr_sweep.chosen_rates(rec.load_records(SWEEP))
+    chosen = _chosen()
+    matched = lr_sweep.chosen_rates(rec.load_records(MATCHED))["plain_matched"]
     profile = prof.load_profile(name)
     for model in profile.models:
         for task in profile.tasks:
@@ -35,7 +72,9 @@ def test_profile_rates_are_the_sweep_choice(name):
                 base = profile.base_method(method)
                 config = get_method(base).make_config(args, run_fields.get("learning_rate"))
                 full_ft = lr_sweep.rate_for(chosen, "plain", task)
-                if method in FULL_FT or base in ("plain", "plain_matched"):
+                if base == "plain_matched" and name in TUNED_AT_OWN_LENGTH:
+                    assert config.learning_rate == matched[task], (name, task, method)
+                elif method in FULL_FT or base in ("plain", "plain_matched"):
                     assert config.learning_rate == full_ft, (name, task, method)
                 if method in TEACHER:
                     assert config.ft_learning_rate == full_ft, (name, task, method)
