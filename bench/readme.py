@@ -1,13 +1,20 @@
-"""Splice a results folder's generated table.md into README.md: `python -m bench.readme results/quick [--check]`.
+"""Splice a results folder's generated tables into the docs: `python -m bench.readme results/quick [--check]`.
 
-README numbers are never typed by hand: the block between ``<!-- results:DIR:start -->`` and
-``<!-- results:DIR:end -->`` is the protocol header, the headline table and the cost table of DIR/table.md (itself
-generated from runs.jsonl by bench.tables), plus the summed wall time of the runs. A second, optional block between
-``<!-- results:DIR:ood:start -->`` and ``<!-- results:DIR:ood:end -->`` gets the out-of-distribution and stability
-tables (bench.shift_tables) and the measured cost of the shift evaluation. Given a generated Markdown file
-instead of a folder (`python -m bench.readme results/trainer/lm_step.md`), the block between
-``<!-- results:FILE:start -->`` and ``<!-- results:FILE:end -->`` is that file without its title line.
-``--check`` exits 1 when a block is stale.
+Numbers in README.md and docs/*.md are never typed by hand. Each results folder DIR can have three blocks, in any of
+those files:
+
+- ``<!-- results:DIR:start -->`` … ``<!-- results:DIR:end -->``: the protocol header, the headline, difference,
+  compute-match and cost tables of DIR/table.md (itself generated from runs.jsonl by bench.tables), the measured
+  time of each bench invocation (DIR/sessions.jsonl) and the summed wall time of the runs;
+- ``<!-- results:DIR:ood:start -->`` … ``:ood:end``: the out-of-distribution and stability tables
+  (bench.shift_tables) and the measured cost of the shift evaluation;
+- ``<!-- results:DIR:headline:start -->`` … ``:headline:end``: the headline table alone with the measured time (the
+  README's short form).
+
+Given a generated Markdown file instead of a folder (`python -m bench.readme results/trainer/lm_step.md`), the block
+between ``<!-- results:FILE:start -->`` and ``<!-- results:FILE:end -->`` is that file without its title line.
+Without ``--readme`` every file among README.md and docs/*.md that holds one of the blocks is updated (an error names
+the markers when none does). ``--check`` exits 1 when a block is stale and writes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from bench import records as rec
 SECTIONS = ("### Headline metric", "### Differences vs plain", "### Compute match", "### Cost per run", "### Teachers")
 OOD_SECTIONS = ("### Out of distribution", "### Stability over seeds")
 OOD_PART = "ood"
+HEADLINE_PART = "headline"
+DOC_FILES = ("README.md", "docs/*.md")  # where blocks are looked for, relative to the working directory
 
 
 def _sections(table_md: str, wanted: tuple[str, ...] = SECTIONS, *, header: bool = True) -> list[str]:
@@ -133,6 +142,14 @@ def ood_block(directory: Path) -> str:
     return f"<!-- results:{name}:start -->\n{body}\n<!-- results:{name}:end -->"
 
 
+def headline_block(directory: Path) -> str:
+    """The README's short block for a results folder: the headline table and the measured time (markers included)."""
+    table_md = (directory / "table.md").read_text(encoding="utf-8")
+    name = f"{directory.as_posix()}:{HEADLINE_PART}"
+    body = "\n\n".join([*_sections(table_md, ("### Headline metric",), header=False), *session_lines(directory)])
+    return f"<!-- results:{name}:start -->\n{body}\n<!-- results:{name}:end -->"
+
+
 def file_block(path: Path) -> str:
     """The README block of one generated Markdown file (a benchmark's summary, e.g. results/trainer/lm_step.md):
     the file without its ``# `` title line (markers included)."""
@@ -151,40 +168,64 @@ def _replace(readme: str, name: str, text: str) -> str:
     return head + text + tail
 
 
-def splice(readme: str, directory: Path) -> str:
-    """README text with the block for ``directory`` replaced (and its OOD block, where the README has one);
-    ValueError if the main block's markers are missing."""
+def _has(text: str, name: str) -> bool:
+    return f"<!-- results:{name}:start -->" in text and f"<!-- results:{name}:end -->" in text
+
+
+def block_names(directory: Path) -> list[str]:
+    """The marker names of ``directory``'s blocks: the main one, then (for a folder) its OOD and headline parts."""
     name = directory.as_posix()
-    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
-    if start not in readme or end not in readme:
-        raise ValueError(f"README has no '{start}' … '{end}' markers")
-    if directory.is_file():
-        return _replace(readme, name, file_block(directory))
-    readme = _replace(readme, name, block(directory))
-    ood = f"{name}:{OOD_PART}"
-    if f"<!-- results:{ood}:start -->" in readme and f"<!-- results:{ood}:end -->" in readme:
-        readme = _replace(readme, ood, ood_block(directory))
+    return [name] if directory.is_file() else [name, f"{name}:{OOD_PART}", f"{name}:{HEADLINE_PART}"]
+
+
+def splice(readme: str, directory: Path) -> str:
+    """The text with every block of ``directory`` it holds replaced; ValueError, naming the markers, if it holds
+    none."""
+    names = [n for n in block_names(directory) if _has(readme, n)]
+    if not names:
+        name = directory.as_posix()
+        raise ValueError(f"no '<!-- results:{name}:start -->' … '<!-- results:{name}:end -->' markers (nor its "
+                         f":{OOD_PART} or :{HEADLINE_PART} parts)")  # fmt: skip
+    makers = {directory.as_posix(): (file_block if directory.is_file() else block)}
+    makers |= {
+        f"{directory.as_posix()}:{OOD_PART}": ood_block,
+        f"{directory.as_posix()}:{HEADLINE_PART}": headline_block,
+    }
+    for name in names:
+        readme = _replace(readme, name, makers[name](directory))
     return readme
+
+
+def doc_files(directory: Path) -> list[Path]:
+    """README.md and docs/*.md (in the working directory) that hold a block of ``directory``."""
+    found = [Path(p) for pattern in DOC_FILES for p in sorted(Path().glob(pattern))]
+    return [p for p in found if any(_has(p.read_text(encoding="utf-8"), n) for n in block_names(directory))]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.readme", description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path,
                         help="results folder with table.md and runs*.jsonl, or one generated .md file")  # fmt: skip
-    parser.add_argument("--readme", type=Path, default=Path("README.md"), help="file to update (default README.md)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README block is stale; write nothing")
+    parser.add_argument("--readme", type=Path, help="the one file to update (default: every file among README.md "
+                        "and docs/*.md that holds a block of DIRECTORY)")  # fmt: skip
+    parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale; write nothing")
     args = parser.parse_args(argv)
-    current = args.readme.read_text(encoding="utf-8")
-    updated = splice(current, args.directory)
-    if args.check:
-        if updated != current:
-            print(f"{args.readme} is stale: run `python -m bench.readme {args.directory.as_posix()}`")
-            return 1
-        print(f"{args.readme} is up to date with {args.directory.as_posix()}")
-        return 0
-    args.readme.write_text(updated, encoding="utf-8")
-    print(f"updated {args.readme} from {args.directory.as_posix()}")
-    return 0
+    targets = [args.readme] if args.readme else doc_files(args.directory)
+    if not targets:  # no file holds a block: the error names the markers
+        targets = [Path("README.md")]
+    stale = []
+    for path in targets:
+        current = path.read_text(encoding="utf-8")
+        updated = splice(current, args.directory)
+        if updated == current:
+            print(f"{path} is up to date with {args.directory.as_posix()}")
+        elif args.check:
+            stale.append(path)
+            print(f"{path} is stale: run `python -m bench.readme {args.directory.as_posix()}`")
+        else:
+            path.write_text(updated, encoding="utf-8")
+            print(f"updated {path} from {args.directory.as_posix()}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

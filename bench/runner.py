@@ -372,7 +372,7 @@ def record_session(opts: BenchOptions, profile: Profile, *, matrix: int, ran: in
                    cached_at_start: int, interrupted: bool = False) -> dict[str, Any]:  # fmt: skip
     """Append one line to OUTPUT/sessions.jsonl: how long this bench invocation took, on what, from what cache.
 
-    The README's stated wall time comes from these lines, never from a typed number. ``venv_setup_s`` is the
+    The docs' stated wall time comes from these lines, never from a typed number. ``venv_setup_s`` is the
     nox install step of the same invocation (``HYBRIDFT_VENV_SETUP_S``, set by noxfile.py) and ``venv_fresh``
     whether it built the venv from nothing; ``workers`` and ``threads_per_worker`` how the matrix ran (None threads:
     torch's default in one process)."""

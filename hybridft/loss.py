@@ -1,4 +1,4 @@
-"""The hybrid distillation loss: one public function, three back ends (DESIGN.md §2).
+"""The hybrid distillation loss: one public function, three back ends (docs/design.md §2).
 
 Per row i over C classes, with m = α·pre + (1−α)·student:
 

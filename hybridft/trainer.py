@@ -7,7 +7,7 @@
                             processing_class=tokenizer)
     trainer.train(); trainer.evaluate(); trainer.save_model()
 
-What it does at construction, before `train` (DESIGN.md §1):
+What it does at construction, before `train` (docs/design.md §1):
 
 1. θ_pre: ``model`` itself for a causal LM (its head already speaks); for a model with a task head, ``model`` after a
    linear probe (the head fit to convergence on the frozen encoder's features by a convex solver, its L2 strength

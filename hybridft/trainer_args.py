@@ -1,6 +1,6 @@
 """`HybridTrainingArguments`: the Hugging Face `TrainingArguments` plus the hybrid method's own settings.
 
-The fields below are the method card's knobs (DESIGN.md §1) and the recipe of the teachers `HybridTrainer` builds
+The fields below are the method card's knobs (docs/design.md §1) and the recipe of the teachers `HybridTrainer` builds
 when it is given none. Each carries one ``help`` sentence, which the ``hybridft`` command turns into its flags' help.
 The optimiser fields inherited from `TrainingArguments` (``learning_rate``, ``num_train_epochs``,
 ``per_device_train_batch_size``, ...) apply to the student; the teachers' stages have their own ``lp_*`` / ``ft_*``

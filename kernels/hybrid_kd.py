@@ -1,6 +1,6 @@
 """Fused hybrid distillation loss: CE + two temperature-scaled KL terms, loss and student gradient in one launch.
 
-Math (DESIGN.md §2, hybridft/loss.py): per row, m = α·pre + (1−α)·student and b = m/T,
+Math (docs/design.md §2, hybridft/loss.py): per row, m = α·pre + (1−α)·student and b = m/T,
 
     loss = ce_weight·(lse(m) − m_y) + T²·Σ_t w_t·KL(softmax(t/T) ‖ softmax(b))      t ∈ {pre, fine}, w = β, γ
     d/dm = (1−α)·[ce_weight·(softmax(m) − onehot(y)) + T·Σ_t w_t·(softmax(b) − softmax(t/T))]

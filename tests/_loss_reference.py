@@ -1,7 +1,7 @@
 """Independent float64 reference of the hybrid distillation loss, for tests only.
 
 Written apart from the library on purpose: NumPy, explicit log-sum-exp per row, and the gradient from its closed
-form (DESIGN.md §2) instead of autograd, so a shared mistake in the torch code cannot hide. Masked classes (−inf)
+form (docs/design.md §2) instead of autograd, so a shared mistake in the torch code cannot hide. Masked classes (−inf)
 follow the documented conventions: a teacher class at −inf adds 0 to its KL, a finite one against a −inf blend adds
 +inf (even if its probability underflows), a weight of 0 switches its term off (0·(−inf) is never formed).
 """

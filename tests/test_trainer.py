@@ -50,7 +50,7 @@ def _perturbed(model, seed: int, scale: float = 0.05):
 
 
 def _reference_loss(student_logits, pre, fine, labels, *, beta, gamma, temperature, ce_weight):
-    """DESIGN.md §1 in float64: mean CE over labelled rows + mean over all rows of β·T²·KL(pre‖s) + γ·T²·KL(fine‖s)."""
+    """docs/design.md §1 in float64: mean CE over labelled rows + mean over all rows of β·T²·KL(pre‖s) + γ·T²·KL(fine‖s)."""
     s, pre, fine = (t.double() for t in (student_logits, pre, fine))
     labelled = labels != IGNORE_INDEX
     log_s = torch.log_softmax(s, -1)

@@ -1,4 +1,4 @@
-"""The hybrid method (DESIGN.md §1) and its distillation ablations: `hybrid`, `kd_pre`, `kd_fine`, `hybrid_output`.
+"""The hybrid method (docs/design.md §1) and its distillation ablations: `hybrid`, `kd_pre`, `kd_fine`, `hybrid_output`.
 
 1–2. LP teacher θ_pre and LP-FT teacher θ_fine (cached stages, `hybridft.stages`);
 3.   the student starts at θ_mix = α·θ_pre + (1−α)·θ_fine (weight mix), or at θ_fine for `hybrid_output`;

@@ -84,3 +84,44 @@ def test_a_generated_markdown_file_is_spliced_without_its_title(tmp_path, monkey
     assert readme.main([name, "--check"]) == 0
     summary.write_text("# Title line\n\n| a | b |\n|---|---|\n| 1.5 | 2 |\n")
     assert readme.main([name, "--check"]) == 1
+
+
+def test_blocks_are_found_in_the_readme_and_the_docs_pages_and_the_headline_part_is_short(tmp_path, monkeypatch):
+    out = _results(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    name = "results/quick"
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text(f"top\n<!-- results:{name}:headline:start -->\nOLD\n"
+                                        f"<!-- results:{name}:headline:end -->\n")  # fmt: skip
+    (tmp_path / "docs" / "results.md").write_text(f"<!-- results:{name}:start -->\nOLD\n<!-- results:{name}:end -->\n")
+    (tmp_path / "docs" / "other.md").write_text("no blocks\n")
+    assert readme.main([name, "--check"]) == 1
+    assert readme.main([name]) == 0
+    short = (tmp_path / "README.md").read_text()
+    full = (tmp_path / "docs" / "results.md").read_text()
+    assert "OLD" not in short and "OLD" not in full and (tmp_path / "docs" / "other.md").read_text() == "no blocks\n"
+    assert "### Headline metric" in short and "81.0" in short and "### Cost per run" not in short
+    assert "### Headline metric" in full and "### Cost per run" in full
+    assert readme.main([name, "--check"]) == 0
+    rec.append_record(out / "runs.jsonl", make_record("sst2", "adapter", 0, 0.5, wall_time_s=30.0))
+    tables.write_all(out, plots=False)
+    assert readme.main([name, "--check"]) == 1  # both files stale, both named
+    assert readme.main([name, "--readme", "docs/results.md"]) == 0
+    assert readme.main([name, "--check"]) == 1  # the README's block is still stale
+
+
+def test_every_generated_block_in_the_docs_is_checked_in_ci():
+    """Each results block of README.md and docs/*.md names a folder or file that `.ci/run` checks with
+    `bench.readme … --check`, and that exists: no block can go stale unnoticed."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    named = set()
+    for page in pages:
+        for name in re.findall(r"<!-- results:(.+?):start -->", page.read_text(encoding="utf-8")):
+            named.add(re.sub(rf":({readme.OOD_PART}|{readme.HEADLINE_PART})$", "", name))
+    checked = set(re.findall(r"python3 -m bench\.readme (\S+) --check", (root / ".ci" / "run").read_text()))
+    assert named and named == checked, (named - checked, checked - named)
+    assert all((root / name).exists() for name in named)

@@ -213,3 +213,26 @@ def test_the_expected_new_head_warning_is_silenced_and_others_pass(caplog):
                        "at x and are newly initialized: ['classifier.bias']")  # fmt: skip
         logger.warning("Some weights of the checkpoint were not used")
     assert [r.getMessage() for r in caplog.records] == ["Some weights of the checkpoint were not used"]
+
+
+def test_longest_first_starts_the_jobs_expected_to_take_longest():
+    """Groups are ordered by the summed past wall time of their (task, method) runs; unknown methods take their
+    task's mean, unknown tasks the overall mean; ties and an empty past keep the matrix order."""
+    from types import SimpleNamespace
+
+    from bench.runner import longest_first
+
+    def spec(task, method):
+        return SimpleNamespace(config=SimpleNamespace(task=task, method=method))
+
+    past = [{"status": "ok", "task": t, "method": m, "wall_time_s": w}
+            for t, m, w in [("sst2", "plain", 40.0), ("sst2", "hybrid", 120.0), ("conll2003", "plain", 70.0),
+                            ("conll2003", "hybrid", 190.0), ("conll2003", "hybrid", 170.0)]]  # fmt: skip
+    past.append({"status": "failed", "task": "sst2", "method": "plain", "wall_time_s": 9999.0})  # ignored
+    sst2 = [spec("sst2", "plain"), spec("sst2", "hybrid")]  # 160
+    conll = [spec("conll2003", "plain"), spec("conll2003", "hybrid")]  # 250
+    sst2_new = [spec("sst2", "lora")]  # unknown method: the SST-2 mean, 80
+    stsb = [spec("stsb", "plain")]  # unknown task: the overall mean, 118
+    ordered = longest_first([sst2, sst2_new, stsb, conll], past)
+    assert ordered == [conll, sst2, stsb, sst2_new]
+    assert longest_first([sst2, conll], []) == [sst2, conll]
