@@ -214,7 +214,7 @@ def ood_difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT,
                   f"intervals)", ["Model", "Baseline", "Method", "Seeds",
                                   *difference_headers([_diff_label(t, c) for t, c in cols])])  # fmt: skip
     views = {key: column_runs(runs, *key) for key in cols}
-    not_bootstrapped, unpaired = [], []
+    not_bootstrapped, unpaired, counts = [], [], []
     for model, baseline, others in baseline_blocks(table, models, methods, baselines):
         results: dict[tuple, stats.Difference | None] = {}
         for key in cols:
@@ -231,11 +231,12 @@ def ood_difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT,
                 found = stats.paired_differences(mine, base, n_boot=n_boot, seed=seed)
             results.update({(model, baseline, m, key): d for m, d in found.items()})
         family = holm_family(results)
+        counts += [c.difference.n_seeds for c in family]
         if family:
             missing, left = add_difference_rows(table, family, others, cols, 3)
             not_bootstrapped, unpaired = not_bootstrapped + missing, unpaired + left
     table.notes += interval_notes(n_boot, seed, "ID: the task's evaluation subset; OOD avg: the mean over the task's "
-                                  "shift sets, per seed; a set: its headline")  # fmt: skip
+                                  "shift sets, per seed; a set: its headline", counts)  # fmt: skip
     table.notes.append(
         "OOD avg's bootstrap: one seed draw shared by the task's shift sets, the examples of each set drawn on their "
         "own. The per-set columns are exploratory: with several shift sets per task, the best of them is a pick "
@@ -251,6 +252,17 @@ def _worst(cell: Cell) -> str:
         return "–"
     return (_num(min(cell.scores)) + (f" ⚠{cell.not_learned}/{cell.recorded}" if cell.not_learned else "")
             + (f" {COLLAPSED_MARK}{cell.collapsed}/{cell.recorded}" if cell.collapsed else ""))  # fmt: skip
+
+
+def _f_span_text(counts: set[int]) -> str:
+    """How far the variance ratio's F interval reaches each way at the seed counts of the table."""
+    from scipy.stats import f as f_dist
+
+    counts = sorted(n for n in counts if n >= 2)
+    if not counts:
+        return "with fewer than 2 seeds there is no interval"
+    return "; ".join(f"with {n} seeds per side ({n - 1} and {n - 1} degrees of freedom) it spans a factor of about "
+                     f"{float(f_dist.ppf(0.975, n - 1, n - 1)):.3g} each way" for n in counts)  # fmt: skip
 
 
 def _ratio_text(scores: list[float], baseline: list[float]) -> str:
@@ -276,6 +288,7 @@ def stability_table(runs: list[dict[str, Any]], baseline: str = "plain") -> Tabl
         header += [f"{name} std", f"{name} worst", f"{name} var ÷ {baseline}"]
     table = Table(f"Stability over seeds: std, worst seed and variance ratio vs {baseline} (95 % F interval)",
                   ["Model", "Method", "Seeds", *header])  # fmt: skip
+    all_counts: set[int] = set()
     for model in models:
         table.start_block()
         for method in methods[model]:
@@ -289,14 +302,14 @@ def stability_table(runs: list[dict[str, Any]], baseline: str = "plain") -> Tabl
                 row += [_num(spread) if spread is not None else "–", _worst(cell),
                         "1 (baseline)" if method == baseline else _ratio_text(cell.scores, base.scores)]  # fmt: skip
             seeds = "–" if not counts else "/".join(str(n) for n in sorted(counts))
+            all_counts |= counts
             table.add([model, method, seeds, *row])
     table.notes.append(
         f"Over the seeds that finished ok: std = sample std (percentage points), worst = the lowest seed (⚠k/n: runs "
         f"that failed to learn; ⚠collapsed k/n: runs that collapsed, as in the main table), var ÷ {baseline} = s²(method) / s²({baseline}) with the 95 % interval "
         f"[r / F(0.975; n₁−1, n₂−1), r / F(0.025; n₁−1, n₂−1)]. That interval assumes the seed scores are "
-        f"independent and normal; with 3 seeds per side (2 and 2 degrees of freedom) it spans a factor of about 39 "
-        f"each way, so only a ratio far from 1 is evidence that a method is more (or less) stable. A bootstrap over "
-        f"3 seeds would be degenerate and is not used."
+        f"independent and normal; {_f_span_text(all_counts)}, so only a ratio far from 1 is evidence that a method "
+        f"is more (or less) stable. A bootstrap over a handful of seeds would be degenerate and is not used."
     )
     return table
 

@@ -456,19 +456,32 @@ def difference_headers(labels: list[str]) -> list[str]:
     return [x for label in labels for x in (f"{label} t-interval", f"{label} bootstrap (examples)")]
 
 
-def interval_notes(n_boot: int, seed: int, what: str) -> list[str]:
-    """The notes every difference table carries: which interval decides, what the bootstrap is, what bold means."""
+def seeds_text(counts: Iterable[int]) -> str:
+    """How wide a t-interval is at the seed counts of a table: "with 5 seeds … (t = 2.78 with 4 degrees of freedom)"."""
+    from scipy.stats import t as t_dist
+
+    counts = sorted({n for n in counts if n >= 2})
+    if not counts:
+        return "no cell has 2 seeds, so there is no interval"
+    parts = [f"t = {float(t_dist.ppf(0.975, n - 1)):.2f} with {n - 1} degree{'s' if n > 2 else ''} of freedom at {n} "
+             f"seeds" for n in counts]  # fmt: skip
+    return "; ".join(parts)
+
+
+def interval_notes(n_boot: int, seed: int, what: str, counts: Iterable[int] = ()) -> list[str]:
+    """The notes every difference table carries: which interval decides, what the bootstrap is, what bold means;
+    ``counts``: the numbers of paired seeds in the table, for the t quantile they give."""
     return [
         f"Method − baseline: the mean over the seeds both finished ok of the per-seed difference of the headline "
         f"(percentage points; {what}). t-interval: the 95 % Student t-interval over those per-seed differences, "
-        f"the interval that decides; with 3 seeds it is wide (t = 4.30 with 2 degrees of freedom), and a cell with "
-        f"1 seed has none.",
+        f"the interval that decides ({seeds_text(counts)}), and a cell with 1 seed has none.",
         f"bootstrap (examples): the examples' uncertainty, the 95 % percentile interval of a two-level paired "
         f"bootstrap ({n_boot} resamples, numpy default_rng seed {seed}): seeds drawn with replacement (the same for "
         f"both methods), then the evaluation examples drawn with replacement, the same for both methods and, where "
         f"the runs share one evaluation subset (the same fingerprint), one draw for every seed; (per seed): the "
-        f"subsets differ between seeds, so each seed's examples are drawn on their own. It does not decide: with 3 "
-        f"seeds a percentile bootstrap over seeds covers well below 95 %.",
+        f"subsets differ between seeds, so each seed's examples are drawn on their own. It does not decide: with a "
+        f"handful of seeds a percentile bootstrap over seeds covers well below 95 % (74 % at 3 seeds and 83 % at 5 in "
+        f"tests/bench/test_stats_coverage.py's simulation).",
         "Bold: the t-interval excludes 0 after Holm's correction over every comparison in this table against that "
         "baseline for that model (family-wise 5 %). Unbolded differences are not findings.",
     ]
@@ -513,7 +526,8 @@ def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, see
         missing, left = add_difference_rows(table, family, [m for m in methods[family[0].model]
                                                             if m != family[0].baseline], [(t, None) for t in tasks], 3)  # fmt: skip
         not_bootstrapped, unpaired = not_bootstrapped + missing, unpaired + left
-    table.notes += interval_notes(n_boot, seed, "each headline on the task's evaluation subset")
+    counts = [c.difference.n_seeds for family in families for c in family]
+    table.notes += interval_notes(n_boot, seed, "each headline on the task's evaluation subset", counts)
     table.notes += pairing_notes(not_bootstrapped, unpaired)
     return table
 
