@@ -148,12 +148,12 @@ def noise(records: list[dict]) -> list[tuple[str, str, float, float, Any]]:
     for r in records:
         if r["status"] == "ok":
             by_rate.setdefault((r["method"], r["task"]), {})[r["config"]["learning_rate"]] = r
-    scores, out = dev_scores(records), []
+    scores, chosen, out = dev_scores(records), chosen_rates(records), []
     for (method, task), runs in by_rate.items():
-        ranked = sorted((lr for lr in runs if lr in scores.get(method, {}).get(task, {})),
-                        key=lambda lr: (-scores[method][task][lr], lr))  # fmt: skip
-        if len(ranked) >= 2:
-            first, second = ranked[:2]
+        rates = scores.get(method, {}).get(task, {})
+        if len(rates) >= 2:
+            first = chosen[method][task]  # the ✓ of the table, by the same rule
+            second = max(sorted(lr for lr in rates if lr != first), key=rates.get)  # ties: the smaller rate
             out.append((method, task, first, second, stats.paired_difference([runs[first]], [runs[second]])))
     return out
 
