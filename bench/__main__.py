@@ -24,13 +24,20 @@ by default sized to the machine (a 2-core CPU: 2 × 1; with a GPU: 1 worker). Ea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
+from bench import executors, runner, tables
 from bench import profiles as prof
 from bench import records as rec
-from bench import runner
+from bench.data import resolve_data_dir
+from bench.executors import ClusterOptions
+from bench.shift import parse_cli_shift
+from bench.tasks import task_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="local data folder (default $HYBRIDFT_DATA_DIR, else the Hugging Face hub)")
     p.add_argument("--shift", action="append", default=[], metavar="TASK:NAME=PATH",
                    help="evaluate TASK's runs also on this parquet file in the task's schema (repeatable); "
-                   "registered sets (hybridft.shift) are always evaluated")  # fmt: skip
+                   "registered sets (bench.shift) are always evaluated")  # fmt: skip
     p.add_argument("--shift-dir", help="folder holding the registered shift sets (ood/<name>/test.parquet; default "
                    "$HYBRIDFT_SHIFT_DIR, else the data folder)")  # fmt: skip
     p.add_argument("--output", type=Path, help="results folder (default results/<profile>)")
@@ -84,17 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _data_dir(text: str | None) -> str | None:
-    from hybridft.data import resolve_data_dir
-
+def data_dir_option(text: str | None) -> str | None:
     path = resolve_data_dir(text)
     return str(path.resolve()) if path is not None else None
 
 
 def parse_shifts(values: list[str]) -> dict[str, list[str]]:
     """--shift TASK:NAME=PATH values → task → ["NAME=PATH", ...]; exits naming a bad value."""
-    from hybridft.shift import parse_cli_shift
-
     out: dict[str, list[str]] = {}
     for text in values:
         try:
@@ -128,11 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("run the bench as one process and give torchrun/accelerate to --launcher (see --help)")
     runner.environment_defaults()
     profile = prof.load_profile(args.profile)
-    data_dir = _data_dir(args.data_dir)
+    data_dir = data_dir_option(args.data_dir)
     output = args.output or Path("results") / profile.name
     if args.tasks:
-        from hybridft.tasks import task_names
-
         unknown = sorted(set(args.tasks) - set(task_names()))
         if unknown:
             sys.exit(f"--tasks: unknown {unknown}; known tasks: {', '.join(task_names())}")
@@ -164,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         workers=workers,
         threads_per_worker=threads,
     )
-    import signal
-    import time
 
     def _terminate(signum, frame):  # SIGTERM (a scheduler, pkill) stops like Ctrl-C: the session is still recorded
         raise KeyboardInterrupt(f"signal {signum}")
@@ -180,8 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.executor == "local":
             runner.run_matrix(specs, profile, opts)
         else:
-            from bench import executors
-
             executors.run(specs, profile.name, opts, cluster_options(args, profile))
         interrupted = False
     finally:
@@ -190,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
             runner.record_session(opts, profile, matrix=len(specs), ran=ran, wall_s=time.perf_counter() - started,
                                   cached_at_start=cached_at_start, interrupted=interrupted)  # fmt: skip
     if not args.no_tables:
-        from bench import tables
-
         tables.write_all(output)
         print(f"tables and plots written to {output}")
     return strict_status(specs, output) if args.strict else 0
@@ -219,10 +214,6 @@ def worker_counts(args: argparse.Namespace) -> tuple[int, int | None]:
 def cluster_options(args: argparse.Namespace, profile: prof.Profile):
     """`bench.executors.ClusterOptions` from the --executor flags over the profile's [cluster] table over the
     defaults; exits naming a bad value or an unknown [cluster] key."""
-    import dataclasses
-
-    from bench.executors import ClusterOptions
-
     known = {f.name for f in dataclasses.fields(ClusterOptions)} - {"executor", "extra"}
     settings = {k: v for k, v in profile.cluster.items() if k in known}
     extra = {k: v for k, v in profile.cluster.items() if k not in known}  # more submitit parameters

@@ -1,6 +1,6 @@
 """Labels of the evaluation subsets of older records: `python -m bench.eval_labels DIR [DIR ...] [--check]`.
 
-A classifier's record now carries ``prediction_share`` (`hybridft.scoring`): its most-predicted class and that
+A classifier's record now carries ``prediction_share`` (`bench.scoring`): its most-predicted class and that
 class's share of the predictions and of the labels, which the tables need to flag runs collapsed onto one class.
 Records written before it hold only per-example correctness (``eval_stats`` of kind "mean") and no predictions. For
 a binary task the prediction is the label when correct and the other class when not, so the labels of the
@@ -9,7 +9,7 @@ each shift set) of a classification or label-word choice task (``sst2_lm``) whos
 which lacks ``prediction_share``:
 
 - the subset is rebuilt from the record's description (``subsets.eval``, or a shift entry's ``subset``: task, split,
-  seed, size) by the loading code a run uses (`hybridft.experiment.prepare_data`, `prepare_shifts`), and its content
+  seed, size) by the loading code a run uses (`bench.experiment.prepare_data`, `prepare_shifts`), and its content
   fingerprint must equal the recorded one (a mismatch is an error naming the record and the set);
 - it must have as many rows as every record's eval_stats that use it.
 
@@ -17,8 +17,8 @@ which lacks ``prediction_share``:
 "labels"}`` (labels in row order): sorted keys, one line, written atomically, so the same records and data give the
 same bytes. A folder with nothing to label gets no file. ``--check`` writes nothing and exits 1 when a folder's file
 differs from what would be written, is missing, or should not exist. Data: ``--data-dir``, else
-``$HYBRIDFT_DATA_DIR``, else the Hugging Face hub, as for a run (`hybridft.data.resolve_data_dir`); shift sets from
-``$HYBRIDFT_SHIFT_DIR``, else the data folder (`hybridft.shift.shift_root`).
+``$HYBRIDFT_DATA_DIR``, else the Hugging Face hub, as for a run (`bench.data.resolve_data_dir`); shift sets from
+``$HYBRIDFT_SHIFT_DIR``, else the data folder (`bench.shift.shift_root`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import records as rec
+from bench import shift
+from bench.data import resolve_data_dir, subset
+from bench.experiment import split_dev
+from bench.tasks import get_task
+from hybridft.user_data import quiet_datasets
 
 LABELS_FILE = "eval_labels.json"
 EVAL_SET = "eval"
@@ -58,8 +63,6 @@ class ScoredSet:
 
 def is_classifier(task_name: str) -> bool:
     """A classification task, or a causal-LM task scored by label-word choice (``sst2_lm``)."""
-    from hybridft.tasks import get_task
-
     task = get_task(task_name)
     return task.kind == "classification" or (task.kind == "causal_lm" and getattr(task, "output", None) == "choice")
 
@@ -85,27 +88,24 @@ def needs_labels(record: dict[str, Any], folder: str = "") -> list[ScoredSet]:
         return []
     label = f"key {record['key']} (method {record['method']}, seed {record['seed']})"
     found = []
-    for name, entry, subset in _scored_entries(record):
+    for name, entry, subset_info in _scored_entries(record):
         stats = entry.get("eval_stats")
         if not isinstance(stats, dict) or stats.get("kind") != "mean" or "prediction_share" in entry:
             continue
-        if not isinstance(subset, dict):
+        if not isinstance(subset_info, dict):
             raise ValueError(f"{folder}: {label}, set {name!r}: eval_stats without a recorded subset")
         spec = None if name == EVAL_SET else _shift_spec(record, name)
-        dev = (record.get("subsets") or {}).get("dev") if name == EVAL_SET and subset.get("split") == "dev" else None
-        found.append(ScoredSet(folder=folder, record=label, task=record["task"], name=name, subset=subset,
+        dev = (
+            (record.get("subsets") or {}).get("dev") if name == EVAL_SET and subset_info.get("split") == "dev" else None
+        )
+        found.append(ScoredSet(folder=folder, record=label, task=record["task"], name=name, subset=subset_info,
                                rows=len(stats["rows"]), shift_spec=spec, dev=dev))  # fmt: skip
     return found
 
 
 def rebuild_subset(scored: ScoredSet, data_dir: str | None):
     """(rows, SubsetInfo) of the set as a run draws it: the split (or the shift file, or the dev split held out of
-    the train split) subset to the recorded size with the recorded seed (`hybridft.data.subset`)."""
-    from hybridft import shift
-    from hybridft.data import subset
-    from hybridft.experiment import split_dev
-    from hybridft.tasks import get_task
-
+    the train split) subset to the recorded size with the recorded seed (`bench.data.subset`)."""
     task, info = get_task(scored.task), scored.subset
     split = info["split"]
     if scored.shift_spec is not None:
@@ -127,8 +127,6 @@ def rebuild_subset(scored: ScoredSet, data_dir: str | None):
 def subset_labels(scored: ScoredSet, data_dir: str | None) -> list[int]:
     """The integer labels of the rebuilt set in row order; ValueError when its fingerprint is not the recorded one
     or a label is not a class id."""
-    from hybridft.tasks import get_task
-
     rows, info = rebuild_subset(scored, data_dir)
     if info.fingerprint != scored.subset["fingerprint"]:
         raise ValueError(f"{scored.where()}: the rebuilt subset ({info.split}, seed {info.seed}, {info.size} rows) "
@@ -153,8 +151,6 @@ def collect_labels(directory: str | Path, data_dir: str | None, *, cache: dict |
     """fingerprint → {task, split, seed, size, num_labels, labels} for every set of the folder's records that needs
     labels (`needs_labels`); ValueError when a set's row count differs from a record's eval_stats. ``cache``: labels
     of sets already rebuilt (by `_source`), shared across folders."""
-    from hybridft.tasks import get_task
-
     cache = {} if cache is None else cache
     entries: dict[str, dict] = {}
     for record in rec.load_records(directory):
@@ -247,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data-dir", help="local data folder (default $HYBRIDFT_DATA_DIR, else the Hugging Face hub)")
     args = p.parse_args(argv)
-    from hybridft.data import resolve_data_dir
-    from hybridft.user_data import quiet_datasets
 
     problem = _check_folders(args.directory)
     if problem:

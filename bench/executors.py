@@ -19,6 +19,7 @@ this driver keeps at most that many in flight).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from collections.abc import Callable
@@ -28,12 +29,11 @@ from typing import Any
 
 from bench import records as rec
 from bench.profiles import RunSpec
+from bench.runner import GroupJob, groups, worker_env
 
 EXECUTORS = ("local", "slurm", "ray")
 SUBMITIT_CLUSTERS = ("slurm", "local", "debug")
 # Environment a worker needs as the driver has it: offline switches, data and cache folders, the interpreter's path.
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "TRITON_INTERPRET",
-                 "HYBRIDFT_DATA_DIR", "HYBRIDFT_SHIFT_DIR", "HYBRIDFT_MODEL_CACHE", "HF_HOME")  # fmt: skip
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: workers import `bench` from here
 
 
@@ -64,52 +64,6 @@ class ClusterOptions:
             raise ValueError(f"--gpus-per-job must be an integer >= 0, got {self.gpus_per_job!r}")
 
 
-def groups(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    """The runs of each (model, task, seed), in matrix order: the unit a job runs."""
-    out: dict[tuple, list[RunSpec]] = {}
-    for spec in specs:
-        out.setdefault((spec.config.model, spec.config.task, spec.config.seed), []).append(spec)
-    return list(out.values())
-
-
-class GroupJob:
-    """Runs one group's unfinished runs, writing each record as it ends. Picklable (submitit and Ray ship it to the
-    worker); ``checkpoint`` makes submitit requeue it, with the same group, on preemption or timeout."""
-
-    def __init__(self, profile: str, opts, env: dict[str, str]):
-        self.profile, self.opts, self.env = profile, opts, dict(env)
-
-    def __call__(self, specs: list[RunSpec]) -> list[str]:
-        import sys
-
-        from bench import runner
-
-        os.environ.update(self.env)
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
-        runner.environment_defaults()
-        done = rec.finished_keys(rec.load_records(self.opts.output), retry_failed=self.opts.retry_failed)
-        statuses = []
-        for spec in specs:
-            if spec.key in done:
-                continue
-            record = runner.run_one(spec, self.profile, self.opts)
-            rec.write_run_record(self.opts.output, record)
-            statuses.append(f"{spec.label()}: {runner.summary_line(record)}")
-        return statuses
-
-    def checkpoint(self, specs: list[RunSpec]):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, specs)
-
-
-def worker_env() -> dict[str, str]:
-    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def _capped(items: list, start: Callable[[Any], Any], wait_one: Callable[[list], tuple[list, list]], cap: int):
     """Start ``items`` with at most ``cap`` in flight; ``wait_one(pending) -> (finished, still pending)``."""
     queue, pending, finished = list(items), [], []
@@ -123,7 +77,7 @@ def _capped(items: list, start: Callable[[Any], Any], wait_one: Callable[[list],
 
 def run_submitit(specs: list[RunSpec], profile: str, opts, cluster: ClusterOptions, log=print) -> None:
     """One submitit job per group: a SLURM job array capped at ``max_parallel``, or submitit's local executor."""
-    import submitit
+    import submitit  # noqa: PLC0415  heavy optional: submitit (the cluster extra)
 
     job = GroupJob(profile, opts, worker_env())
     executor = submitit.AutoExecutor(folder=opts.output / "submitit", cluster=cluster.submitit_cluster)
@@ -161,7 +115,7 @@ def _result(job, log):
 
 def run_ray(specs: list[RunSpec], profile: str, opts, cluster: ClusterOptions, log=print) -> None:
     """One Ray task per group (retried if its worker process dies), at most ``max_parallel`` in flight."""
-    import ray
+    import ray  # noqa: PLC0415  heavy optional: ray (the cluster extra)
 
     job = GroupJob(profile, opts, worker_env())
     runtime_env = {"env_vars": job.env}
@@ -193,8 +147,6 @@ def _ray_group(job: GroupJob, specs: list[RunSpec]) -> list[str]:
 
 def run(specs: list[RunSpec], profile: str, opts, cluster: ClusterOptions, log=print) -> None:
     """Run what is not finished yet of ``specs`` on ``cluster.executor`` (not ``local``), then compile runs.jsonl."""
-    import importlib.util
-
     module = "ray" if cluster.executor == "ray" else "submitit"
     if importlib.util.find_spec(module) is None:
         raise ImportError(f"--executor {cluster.executor} needs {module}: pip install -c constraints.txt "

@@ -30,7 +30,11 @@ from typing import Any
 
 from bench import profiles as prof
 from bench import records as rec
-from bench import runner
+from bench import runner, stats
+from bench.__main__ import data_dir_option, worker_counts
+from bench.experiment import RunConfig
+from bench.table_core import TASK_LABELS, fmt_num, score
+from bench.tasks import get_task
 
 SWEEP_TASKS = ("sst2", "stsb", "conll2003")
 DEFAULT_TASK = "sst2"  # whose choice tasks outside the sweep take
@@ -51,8 +55,6 @@ def sweep_plan(profile: prof.Profile, methods: tuple[str, ...] | None = None,
     """(tasks, method → task → rates) swept for ``profile``: the profile's own tasks and `LM_GRID` when they are
     all causal-LM tasks, else `SWEEP_TASKS` and `GRID`; ``methods`` (default the grid's) may name the matched
     baselines of `MATCHED_BASE`, swept over their base method's rates; ``tasks`` replaces the sweep tasks."""
-    from hybridft.tasks import get_task
-
     lm = all(get_task(task).kind == "causal_lm" for task in profile.tasks)
     grid = LM_GRID if lm else GRID
     tasks = tuple(tasks) if tasks else (tuple(profile.tasks) if lm else SWEEP_TASKS)
@@ -94,8 +96,6 @@ def extend_plan(plan: Plan, records: list[dict]) -> tuple[Plan, list[tuple[str, 
 def sweep_specs(profile: prof.Profile, data_dir: str | None, plan: Plan | None = None) -> list[prof.RunSpec]:
     """One run per (task, method, rate) of ``plan`` (default `sweep_plan`) at the profile's settings for that
     method, scored on the dev split."""
-    from hybridft.experiment import RunConfig
-
     if "dev_size" not in profile.run:
         raise ValueError(f"profile {profile.name!r} has no dev_size in [run]: no dev split to sweep on")
     plan = sweep_plan(profile)[1] if plan is None else plan
@@ -117,8 +117,6 @@ def sweep_specs(profile: prof.Profile, data_dir: str | None, plan: Plan | None =
 
 def dev_scores(records: list[dict]) -> dict[str, dict[str, dict[float, float]]]:
     """method → task → {rate: dev headline (%)}, over the runs that finished ok."""
-    from bench.tables import score
-
     out: dict[str, dict[str, dict[float, float]]] = {}
     for r in records:
         value = score(r) if r["status"] == "ok" else None
@@ -142,8 +140,6 @@ def rate_for(chosen: dict[str, dict[str, float]], method: str, task: str) -> flo
 def noise(records: list[dict]) -> list[tuple[str, str, float, float, Any]]:
     """(method, task, chosen, runner-up, `bench.stats.Difference` of chosen − runner-up) for each method and task
     with two or more rates: the paired bootstrap over the dev examples says how large a dev difference is noise."""
-    from bench import stats
-
     by_rate: dict[tuple[str, str], dict[float, dict]] = {}
     for r in records:
         if r["status"] == "ok":
@@ -160,8 +156,6 @@ def noise(records: list[dict]) -> list[tuple[str, str, float, float, Any]]:
 
 def summary(records: list[dict], tasks: tuple[str, ...] = SWEEP_TASKS, plan: Plan | None = None,
             command: str = "python -m bench.lr_sweep") -> str:  # fmt: skip
-    from bench.tables import TASK_LABELS, _num
-
     plan = {m: {t: rates for t in tasks} for m, rates in GRID.items()} if plan is None else plan
     dev_rows = sorted({r["subsets"]["eval"].get("size") or r["config"].get("dev_size") for r in records
                        if r["status"] == "ok"} - {None})  # fmt: skip
@@ -189,7 +183,7 @@ def summary(records: list[dict], tasks: tuple[str, ...] = SWEEP_TASKS, plan: Pla
                 value = scores.get(method, {}).get(task, {}).get(lr) if lr in rates else None
                 pick = chosen.get(method, {}).get(task) == lr
                 mark = (" ✓" if pick else "") + (" (edge)" if pick and lr in (rates[0], rates[-1]) else "")
-                row.append(_num(value) + mark if value is not None else "–")
+                row.append(fmt_num(value) + mark if value is not None else "–")
             lines.append("| " + " | ".join(row) + " |")
     rows = noise(records)
     if rows:
@@ -228,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads-per-worker", type=int, help="torch threads per worker")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    from bench.__main__ import _data_dir, worker_counts
 
     runner.environment_defaults()
     profile = prof.load_profile(args.profile)
@@ -238,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(err))
     workers, threads = worker_counts(argparse.Namespace(workers=args.workers, launcher=None, executor="local",
                                                         threads_per_worker=args.threads_per_worker))  # fmt: skip
-    data_dir = _data_dir(args.data_dir)
+    data_dir = data_dir_option(args.data_dir)
     args.output.mkdir(parents=True, exist_ok=True)
     opts = runner.BenchOptions(output=args.output, cache_dir=runner.default_cache_dir(args.output),
                                progress=not args.no_progress, workers=workers,

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import records as rec
-from bench.tables import METHOD_ORDER, TASK_LABELS, cells, layout, score, split_records
+from bench.shift_tables import shift_sets
+from bench.table_core import METHOD_ORDER, TASK_LABELS, cells, layout, score, split_records
+from hybridft.methods.hybrid import HybridConfig
 
 STAGE_ORDER = ("lp", "teacher_logits", "lp_ft")  # known stages before a method's own, in pipeline order
 _LINESTYLES = ("-", "--", ":", "-.")
@@ -40,10 +42,10 @@ _PNG_METADATA = {"Software": None}  # no matplotlib version stamp: same records 
 
 
 def _grid(n: int):
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  heavy optional: matplotlib (the bench extra)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  heavy optional: matplotlib
 
     cols = min(4, max(1, n))
     rows = math.ceil(n / cols)
@@ -228,8 +230,6 @@ def _ood_mean(record: dict[str, Any], names: list[str], entries: dict[str, Any] 
 
 def _alpha_curves(runs, sweeps, model: str, task: str, names: list[str]) -> dict[str, list[tuple[float, float, float]]]:
     """Label → [(α, mean ID, mean OOD)] for the WiSE-FT sweep and the hybrid α grid (each with ≥ 2 α values)."""
-    from hybridft.methods.hybrid import HybridConfig
-
     by_alpha: dict[str, dict[float, list[tuple[float, float]]]] = {"WiSE-FT α sweep": {}, "hybrid α grid": {}}
     for r in sweeps:
         if r["status"] == "ok" and (r["model"], r["task"]) == (model, task):
@@ -253,8 +253,6 @@ def _alpha_curves(runs, sweeps, model: str, task: str, names: list[str]) -> dict
 
 def effective_robustness(runs: list[dict[str, Any]], sweeps: list[dict[str, Any]], path: Path) -> Path | None:
     """ID vs. OOD (mean over the task's shift sets) per task, methods as points, α curves; None without shift sets."""
-    from bench.shift_tables import shift_sets
-
     models, tasks, methods = layout(runs)
     panels = [(t, shift_sets(runs, t)[0]) for t in tasks]
     panels = [(t, names) for t, names in panels if names]

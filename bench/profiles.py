@@ -23,6 +23,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from bench.experiment import RunConfig
+from bench.methods import get_method
+from bench.shift import default_specs
+from bench.tasks import get_task, offline_task_names
+from hybridft.lm_models import LM_SPECS
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -210,7 +216,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
 class RunSpec:
     """One cell of the matrix: a RunConfig, or (kind "alpha_sweep") the α curve of that config."""
 
-    config: Any  # hybridft.experiment.RunConfig
+    config: Any  # bench.experiment.RunConfig
     kind: str = "run"
     alphas: tuple[float, ...] = field(default=())
     variant: str | None = None  # the profile's row name when the run is a named variant of config.method
@@ -241,16 +247,12 @@ class RunSpec:
 
 
 def _default_config_factory() -> Callable[..., Any]:
-    from hybridft.experiment import RunConfig
-
     return RunConfig
 
 
 def _is_causal_lm(model: str) -> bool:
     """Whether a model spec is a causal LM: the packaged LM specs ("smollm2", "tiny-llama"), or a local folder whose
     config.json names a ``*ForCausalLM`` architecture. A hub id is not looked up (offline): False."""
-    from hybridft.lm_models import LM_SPECS
-
     if model in LM_SPECS:
         return True
     config = Path(model) / "config.json"
@@ -268,7 +270,6 @@ def resolve_tasks(profile: Profile, data_dir: str | Path | None, model: str | No
     causal_lm ones unless ``model`` (default: any of the profile's models) is a causal LM (`_is_causal_lm`)."""
     if not (profile.offline_tasks and data_dir):
         return profile.tasks
-    from hybridft.tasks import get_task, offline_task_names
 
     models = profile.models if model is None else (model,)
     lm = any(_is_causal_lm(m) for m in models)
@@ -312,8 +313,6 @@ def build_matrix(
                         continue  # a cell the method cannot fill (e.g. a multi-task method outside its tasks)
                     added = tuple((extra_shifts or {}).get(task, ()))
                     if added and run_fields.get("eval_on", "eval") == "eval":
-                        from hybridft.shift import default_specs
-
                         given = run_fields.get("shifts")
                         run_fields["shifts"] = (*(default_specs(task) if given is None else given), *added)
                     cfg = make(task=task, method=profile.base_method(row), seed=seed, model=model,
@@ -330,9 +329,6 @@ def applies(method: str, task: str, method_args, learning_rate) -> bool:
     """Whether registered ``method`` with these arguments applies to registered ``task``
     (`hybridft.methods.Method.applies_to`); True when either name is unknown or the arguments are bad, so the run
     fails with its own error instead of vanishing from the matrix."""
-    from hybridft.methods import get_method
-    from hybridft.tasks import get_task
-
     try:
         found, kind = get_method(method), get_task(task)
         config = found.make_config(method_args, learning_rate)

@@ -20,6 +20,8 @@ the markers when none does). ``--check`` exits 1 when a block is stale and write
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -62,8 +64,6 @@ def _hardware(session: dict) -> str:
 
 def session_lines(directory: Path) -> list[str]:
     """One sentence per bench invocation recorded in DIR/sessions.jsonl (bench.runner.record_session)."""
-    import json
-
     path = directory / "sessions.jsonl"
     if not path.is_file():
         return []
@@ -98,8 +98,6 @@ def session_lines(directory: Path) -> list[str]:
 
 def teacher_pass_line(runs: list[dict]) -> str | None:
     """The teacher-logit pass against the LP-FT stage, in time: median over the runs that have both stages."""
-    import statistics
-
     ratios = []
     for r in runs:
         times = {s.get("stage"): s.get("train_time_s") for s in r.get("stages") or []}

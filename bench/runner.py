@@ -1,6 +1,6 @@
 """Run a profile's matrix: skip finished runs, record each run as it ends, go on after a failure.
 
-In-process by default: every run calls `hybridft.experiment.run_experiment` (or `alpha_sweep`) in this process, so
+In-process by default: every run calls `bench.experiment.run_experiment` (or `alpha_sweep`) in this process, so
 the stack is imported once. With `--launcher` each run is a subprocess instead,
 `<launcher> -m bench.worker SPEC RESULT` — that is how one run uses several GPUs:
 
@@ -14,21 +14,32 @@ writes the result file, and only this runner process ever writes runs.jsonl.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import datetime as dt
 import json
 import logging
+import multiprocessing
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm.auto import tqdm
+
+from bench import experiment
 from bench import records as rec
 from bench.profiles import ALPHA_SWEEP, Profile, RunSpec
+from bench.tasks import get_task
+from hybridft.provenance import collect
 
 TRACEBACK_TAIL_CHARS = 4000
 
@@ -68,8 +79,6 @@ def execute(
     """Run one cell in this process and return its result fields (the run_experiment dict, or the α curve).
 
     ``measure_cpu_memory``: only where this process runs this cell alone (the worker), see PeakMemory."""
-    from hybridft import experiment
-
     if spec.kind == ALPHA_SWEEP:
         curve = experiment.alpha_sweep(
             spec.config, spec.alphas, work_dir=work_dir, cache_dir=cache_dir, progress=progress
@@ -143,9 +152,6 @@ def error_fields(err: BaseException) -> dict[str, Any]:
 
 def build_record(spec: RunSpec, profile: str, outcome: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """One runs.jsonl line: identity, config, outcome (result fields or error), wall time, provenance."""
-    from hybridft.provenance import collect
-    from hybridft.tasks import get_task
-
     cfg = spec.config
     task = get_task(cfg.task)
     config = {k: v for k, v in cfg.to_dict().items() if k not in ("data_dir", "shift_dir")}
@@ -210,10 +216,6 @@ def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions, group
     """Run every spec not finished yet (per records in the output folder), appending each record as it ends; with
     ``opts.workers`` > 1 and more than one job to run, in parallel worker processes. A job is a (model, task, seed)
     group, whose runs share cached stages, or with ``group=False`` (runs that share nothing, as a sweep's) one run."""
-    from tqdm.auto import tqdm
-
-    from bench.executors import groups
-
     done = rec.finished_keys(rec.load_records(opts.output), retry_failed=opts.retry_failed)
     todo = [s for s in specs if s.key not in done]
     jobs = groups(todo) if group else [[spec] for spec in todo]
@@ -240,8 +242,6 @@ def run_matrix(specs: list[RunSpec], profile: Profile, opts: BenchOptions, group
 @contextlib.contextmanager
 def torch_threads(count: int | None):
     """Run a block with torch.set_num_threads(count) (None: leave it), restoring the previous count after."""
-    import torch
-
     before = torch.get_num_threads()
     if count:
         torch.set_num_threads(count)
@@ -258,8 +258,6 @@ def default_workers(cpus: int | None = None, gpus: int | None = None) -> tuple[i
     cpus = cpus if cpus is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)  # fmt: skip
     if gpus is None:
-        import torch
-
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus:
         return 1, cpus
@@ -271,31 +269,17 @@ def _worker_init(env: dict[str, str], threads: int) -> None:
     """A worker process's start: the driver's environment, its thread count, and death with the driver (Linux: a
     killed driver leaves no worker writing records behind it)."""
     os.environ.update(env)
-    try:
-        import ctypes
-        import signal
-
+    # not Linux (OSError, AttributeError): the driver's Ctrl-C still reaches its process group
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the driver's Ctrl-C still reaches its process group
-        pass
-    import torch
-
     torch.set_num_threads(threads)
 
 
 def run_parallel(jobs: list[list[RunSpec]], profile: Profile, opts: BenchOptions, workers: int) -> list[dict]:
     """Run the groups in ``workers`` processes at once (spawned, ``opts.threads_per_worker`` torch threads each),
-    each group's runs in matrix order by `bench.executors.GroupJob`, which writes each record as its run ends and
+    each group's runs in matrix order by `GroupJob`, which writes each record as its run ends and
     skips finished ones. One progress line for the whole matrix (runs done, elapsed, ETA), fed from the records
     folder; each run's outcome is printed when its group ends. Returns the records the workers wrote."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from dataclasses import replace
-
-    from tqdm.auto import tqdm
-
-    from bench.executors import GroupJob, worker_env
-
     threads = opts.threads_per_worker or 1
     env = worker_env() | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     job = GroupJob(profile.name, replace(opts, progress=False), env)  # workers draw no bars of their own
@@ -376,10 +360,6 @@ def record_session(opts: BenchOptions, profile: Profile, *, matrix: int, ran: in
     nox install step of the same invocation (``HYBRIDFT_VENV_SETUP_S``, set by noxfile.py) and ``venv_fresh``
     whether it built the venv from nothing; ``workers`` and ``threads_per_worker`` how the matrix ran (None threads:
     torch's default in one process)."""
-    import datetime as dt
-
-    from hybridft.provenance import collect
-
     setup = os.environ.get("HYBRIDFT_VENV_SETUP_S")
     started_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=wall_s)
     session = {
@@ -436,6 +416,53 @@ def environment_defaults() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ExpectedNewHead) for f in logger.filters):
             logger.addFilter(_ExpectedNewHead())
+
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: workers import `bench` from here
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "TRITON_INTERPRET",
+                 "HYBRIDFT_DATA_DIR", "HYBRIDFT_SHIFT_DIR", "HYBRIDFT_MODEL_CACHE", "HF_HOME")  # fmt: skip
+
+
+def groups(specs: list[RunSpec]) -> list[list[RunSpec]]:
+    """The runs of each (model, task, seed), in matrix order: the unit a job runs."""
+    out: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        out.setdefault((spec.config.model, spec.config.task, spec.config.seed), []).append(spec)
+    return list(out.values())
+
+
+class GroupJob:
+    """Runs one group's unfinished runs, writing each record as it ends. Picklable (submitit and Ray ship it to the
+    worker); ``checkpoint`` makes submitit requeue it, with the same group, on preemption or timeout."""
+
+    def __init__(self, profile: str, opts, env: dict[str, str]):
+        self.profile, self.opts, self.env = profile, opts, dict(env)
+
+    def __call__(self, specs: list[RunSpec]) -> list[str]:
+        os.environ.update(self.env)
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        environment_defaults()
+        done = rec.finished_keys(rec.load_records(self.opts.output), retry_failed=self.opts.retry_failed)
+        statuses = []
+        for spec in specs:
+            if spec.key in done:
+                continue
+            record = run_one(spec, self.profile, self.opts)
+            rec.write_run_record(self.opts.output, record)
+            statuses.append(f"{spec.label()}: {summary_line(record)}")
+        return statuses
+
+    def checkpoint(self, specs: list[RunSpec]):
+        import submitit  # noqa: PLC0415  heavy optional: submitit (the cluster extra)
+
+        return submitit.helpers.DelayedSubmission(self, specs)
+
+
+def worker_env() -> dict[str, str]:
+    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return env
 
 
 __all__ = ["BenchOptions", "build_record", "default_workers", "execute", "longest_first", "past_records", "run_matrix",

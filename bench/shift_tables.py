@@ -1,4 +1,4 @@
-"""Out-of-distribution tables from the records' ``shift_metrics`` (hybridft.shift), and the stability table.
+"""Out-of-distribution tables from the records' ``shift_metrics`` (bench.shift), and the stability table.
 
 - OOD table: per task the in-distribution headline (ID), the mean over the task's shift sets (OOD avg, when it has
   more than one) and each shift set, then the label-noise sets (CoNLL++) apart; mean ± std over seeds with the main
@@ -20,24 +20,26 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from scipy.stats import f as f_dist
+
 from bench import stats
 from bench.render import Table
-from bench.tables import (
+from bench.table_core import (
     BASELINES,
     COLLAPSED_MARK,
     FLAG_NOTE,
     TASK_LABELS,
     Cell,
-    _num,
-    _run_rank,
     add_difference_rows,
     baseline_blocks,
     cells,
     difference_headers,
+    fmt_num,
     holm_family,
     interval_notes,
     layout,
     pairing_notes,
+    run_rank,
 )
 
 AVG = "__ood_avg__"  # the column of the mean over a task's shift sets
@@ -60,7 +62,7 @@ def shift_view(record: dict[str, Any], name: str) -> dict[str, Any] | None:
 def shift_sets(runs: list[dict[str, Any]], task: str) -> tuple[list[str], list[str]]:
     """(shift sets, label-noise sets) that the runs of ``task`` carry, in first-seen order."""
     seen: dict[str, str] = {}
-    for r in sorted(runs, key=_run_rank):
+    for r in sorted(runs, key=run_rank):
         if r["task"] == task:
             for name, entry in (r.get("shift_metrics") or {}).items():
                 seen.setdefault(name, entry.get("role", "shift"))
@@ -137,13 +139,13 @@ def ood_table(runs: list[dict[str, Any]]) -> Table | None:
             values = [stats.percent(r, r.get("majority_baseline")) for r in column_runs(runs, task, column)
                       if r["model"] == model and r["status"] == "ok"]  # fmt: skip
             values = [v for v in values if v is not None]
-            baselines.append(_num(statistics.fmean(values)) if values else "–")
+            baselines.append(fmt_num(statistics.fmean(values)) if values else "–")
         table.add([model, "majority baseline", *baselines])
     sets = sorted({n for t, c in cols for n in ([c] if c not in (ID, AVG) else [])})
     metrics = sorted({f"{n}: {v['headline_metric']}" for r in runs for n, v in (r.get("shift_metrics") or {}).items()
                       if v.get("headline_metric") not in (None, r.get("headline_metric"))})  # fmt: skip
     table.notes.append(
-        "Each run is scored on its task's evaluation split (ID) and on every shift set of the task (hybridft.shift; "
+        "Each run is scored on its task's evaluation split (ID) and on every shift set of the task (bench.shift; "
         "a fixed seeded subset per set, in the records' shift_metrics.subset); OOD avg: the mean over the task's "
         "shift sets, per seed, then over seeds. Label-noise sets (conllpp: CoNLL-2003 test with corrected labels) "
         f"are not shifts and not in OOD avg. Sets: {', '.join(sets)}. Marks as in the main table, per set; ⚠ on OOD "
@@ -161,7 +163,7 @@ def _interval_text(result) -> str:
     if result is None:
         return "–"
     mean, low, high, _, method = result
-    text = _num(mean) + (f" [{_num(low)}, {_num(high)}]" if low is not None else "")
+    text = fmt_num(mean) + (f" [{fmt_num(low)}, {fmt_num(high)}]" if low is not None else "")
     return text + (" (per seed)" if method == stats.PER_SEED else "")
 
 
@@ -250,14 +252,12 @@ def ood_difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT,
 def _worst(cell: Cell) -> str:
     if not cell.scores:
         return "–"
-    return (_num(min(cell.scores)) + (f" ⚠{cell.not_learned}/{cell.recorded}" if cell.not_learned else "")
+    return (fmt_num(min(cell.scores)) + (f" ⚠{cell.not_learned}/{cell.recorded}" if cell.not_learned else "")
             + (f" {COLLAPSED_MARK}{cell.collapsed}/{cell.recorded}" if cell.collapsed else ""))  # fmt: skip
 
 
 def _f_span_text(counts: set[int]) -> str:
     """How far the variance ratio's F interval reaches each way at the seed counts of the table."""
-    from scipy.stats import f as f_dist
-
     counts = sorted(n for n in counts if n >= 2)
     if not counts:
         return "with fewer than 2 seeds there is no interval"
@@ -299,7 +299,7 @@ def stability_table(runs: list[dict[str, Any]], baseline: str = "plain") -> Tabl
                 base = grids[key].get((model, baseline, key[0]), Cell())
                 counts.add(len(cell.scores))
                 spread = stats.summary(cell.scores).std
-                row += [_num(spread) if spread is not None else "–", _worst(cell),
+                row += [fmt_num(spread) if spread is not None else "–", _worst(cell),
                         "1 (baseline)" if method == baseline else _ratio_text(cell.scores, base.scores)]  # fmt: skip
             seeds = "–" if not counts else "/".join(str(n) for n in sorted(counts))
             all_counts |= counts

@@ -1,6 +1,6 @@
 """Statistics for the tables, from run records only (numpy; deterministic: fixed-seed ``numpy.random.default_rng``).
 
-- `metric_from_stats(kind, rows)` (from `hybridft.scoring`, re-exported): a headline recomputed from a run's per-example ``eval_stats``; the bootstrap
+- `metric_from_stats(kind, rows)` (from `bench.scoring`, re-exported): a headline recomputed from a run's per-example ``eval_stats``; the bootstrap
   versions `metric_from_stats_boot(kind, rows, idx)` (an index matrix (B, n) of resampled examples) and
   `metric_from_weights(kind, rows, W)` (a (B, n) matrix of how often each example was drawn) give B values at once.
   Kinds: ``mean`` (rows [score]), ``f1_counts`` ([tp, fp, fn]: 2·Σtp / (2·Σtp + Σfp + Σfn), 0 when that
@@ -40,11 +40,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy.stats import f as f_dist
+from scipy.stats import t as t_dist
 
-# The metrics from per-example statistics live with their producer, hybridft.scoring; re-exported here.
-from hybridft import scoring
-from hybridft.scoring import STAT_KINDS as KINDS
-from hybridft.scoring import (
+# The metrics from per-example statistics live with their producer, bench.scoring; re-exported here.
+from bench import scoring
+from bench.scoring import STAT_KINDS as KINDS
+from bench.scoring import (
     as_rows,
     index_weights,
     metric_from_stats,
@@ -108,7 +110,7 @@ def failed_to_learn(record: Mapping[str, Any]) -> bool:
 
     A failed or diverged status counts as not learned. Otherwise the record's boolean ``failed_to_learn`` is used;
     a record without it is judged the same way from its fields: headline missing or non-finite, or
-    headline <= majority_baseline (as hybridft.scoring.failed_to_learn). A record with neither the field nor a majority baseline counts as learned
+    headline <= majority_baseline (as bench.scoring.failed_to_learn). A record with neither the field nor a majority baseline counts as learned
     when it has a finite headline (there is nothing to compare it with).
     """
     if record.get("status", "ok") != "ok":
@@ -120,7 +122,7 @@ def failed_to_learn(record: Mapping[str, Any]) -> bool:
     if headline is None:
         return True
     baseline = _finite(record.get("majority_baseline"))
-    return baseline is not None and headline <= baseline + 1e-12  # the tolerance of hybridft.scoring
+    return baseline is not None and headline <= baseline + 1e-12  # the tolerance of bench.scoring
 
 
 def count_failed_to_learn(records: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
@@ -217,7 +219,7 @@ def judges_collapse(record: Mapping[str, Any]) -> bool:
 
 
 def collapsed(record: Mapping[str, Any]) -> bool | None:
-    """True when an ok run's predictions collapsed (`hybridft.scoring.collapsed`); None when it cannot be judged
+    """True when an ok run's predictions collapsed (`bench.scoring.collapsed`); None when it cannot be judged
     (not ok, or not recorded).
 
     - Regression (eval_stats rows [prediction, label]): sd(prediction) / sd(label) < COLLAPSE_SD_RATIO.
@@ -268,8 +270,6 @@ class TInterval:
 
 def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> TInterval:
     """Mean ± t(1 − (1 − confidence)/2; n − 1) · s/√n over the values (per-seed differences, or per-seed scores)."""
-    from scipy.stats import t as t_dist
-
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     data = [float(v) for v in values]
@@ -592,8 +592,6 @@ def variance_ratio(scores: Iterable[float], baseline: Iterable[float], confidenc
     """(s²_method / s²_baseline, low, high): the sample-variance ratio over seeds with its F-distribution interval
     (both samples independent and normal: the interval's assumption). None where a side has < 2 scores or the
     baseline's variance is 0; low/high None for a ratio without an interval."""
-    from scipy.stats import f as f_dist
-
     a, b = [float(x) for x in scores], [float(x) for x in baseline]
     if len(a) < 2 or len(b) < 2:
         return None

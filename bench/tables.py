@@ -40,256 +40,60 @@ nothing reads the clock, so the same records give byte-identical files. Beside t
 from __future__ import annotations
 
 import argparse
-import math
+import csv
+import io
+import json
 import statistics
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import plots as plot_module
 from bench import records as rec
 from bench import stats
 from bench.eval_labels import LABELS_FILE  # labels of evaluation subsets, for records with correctness only
-from bench.profiles import ALPHA_SWEEP
+from bench.profiles import tomllib
 from bench.render import Table, render_latex, render_markdown
-
-TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli",
-              "squad", "squad_v2", "squad_devsplit", "conll2003", "sst2_lm", "squad_lm", "gsm8k_lm")  # fmt: skip
-TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
-               "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD", "squad_v2": "SQuAD v2",
-               "squad_devsplit": "SQuAD-devsplit", "conll2003": "CoNLL-2003", "sst2_lm": "SST-2 (LM)",
-               "squad_lm": "SQuAD-devsplit (LM)", "gsm8k_lm": "GSM8K (LM)"}  # fmt: skip
-METHOD_ORDER = ("plain", "plain_matched", "adapter", "lora", "lora_matched", "hybrid", "hybrid_lora", "hybrid_output",
-                "lp", "lp_ft", "wise_ft", "kd_pre", "kd_fine", "plain_multitask", "hybrid_multitask",
-                "zero_shot")  # fmt: skip
-BASELINES = ("plain", "plain_matched", "lora_matched")  # the methods the difference table compares against
-# Compute-matched baseline → the pipeline it is sized after, and what it trains (the compute-match tables).
-MATCHED_PAIRS = {"plain_matched": ("hybrid", "plain fine-tuning"), "lora_matched": ("hybrid_lora", "LoRA")}
-METRIC_LABELS = {"matthews_correlation": "Mcc", "accuracy": "Acc", "pearson": "Pearson", "spearmanr": "Spearman",
-                 "spearman": "Spearman", "f1": "F1", "exact_match": "EM", "overall_f1": "F1", "exact": "EM"}  # fmt: skip
-SPLIT_LABELS = {"validation_mismatched": "mm", "validation_matched": "m"}  # extra evaluation splits, short
-PERCENT_METRIC_MODULES = stats.PERCENT_METRIC_MODULES  # these report percentages already; others are fractions
-OFFLINE_NOTES = {
-    "squad_devsplit": "squad_devsplit is not official SQuAD v1.1: the v1.1 dev articles are split by title into a "
-    "train part and an evaluation part (SQuAD train is not available offline); its scores are not comparable to "
-    "published SQuAD numbers.",
-    "squad_lm": "squad_lm is squad_devsplit as answer generation by a causal LM (greedy decoding, SQuAD's EM/F1 "
-    "normalisation); not comparable to published SQuAD numbers either.",
-    "sst2_lm": "sst2_lm is SST-2 with verbalised labels for a causal LM, scored by comparing the log-likelihoods of "
-    "the two label words after the prompt (no generation).",
-    "gsm8k_lm": "gsm8k_lm trains on MetaMathQA and scores the GSM8K test split by greedy chain-of-thought generation "
-    "(the first number after the last 'The answer is' or '####', else the last number), after PEFT's method "
-    "comparison, which scores an answer without such a phrase wrong.",
-}
-TABLE_FILES = ("table.md", "table.tex", "summary.csv", "differences.csv")
-COMPUTE_FIELDS = (("train_tokens", "Train tokens"), ("forward_tokens", "Forward tokens"),
-                  ("optimizer_steps", "Optimizer steps"), ("train_flops", "Train FLOPs"))  # fmt: skip
-MAIN_TITLE = "Headline metric (%), mean ± std over seeds"
-TEACHERS_TITLE = "Teachers: headline (%) of θ_pre and θ_fine on dev and on the evaluation subset, over seeds"
-WEAK_MARK = "θ↓"  # a cell's weak-teacher count: θ_pre at or below its majority baseline on dev
-COLLAPSE_SEED_MARK = " (collapsed)"  # a per-seed cell of a collapsed run
-COLLAPSED_MARK = "⚠collapsed "  # a cell's collapsed count (bench.stats.collapsed); plain ⚠ is failed to learn
-FLAG_NOTE = (
-    "Two ⚠ marks, counted apart: ⚠k/n = k of the n recorded runs failed to learn (headline missing or ≤ the "
-    "majority baseline; runs that diverged or failed count too); ⚠collapsed k/n = k of the n runs collapsed: a "
-    "regression whose predictions barely vary (sd(prediction) ÷ sd(label) < 0.1 on the evaluation rows), or a "
-    "classifier that predicts one class far beyond its share ((s − q) ÷ (1 − q) > 0.85, s = the most-predicted "
-    "class's share of the evaluation rows, q = its true share). A run can be both. Flagged runs stay in the means "
-    "and in the seed pairing."
+from bench.shift_tables import shift_tables
+from bench.table_core import (
+    BASELINES,
+    COLLAPSE_SEED_MARK,
+    COMPUTE_FIELDS,
+    FLAG_NOTE,
+    MAIN_TITLE,
+    MATCHED_PAIRS,
+    METHOD_ORDER,
+    OFFLINE_NOTES,
+    TASK_LABELS,
+    TASK_ORDER,
+    TEACHERS_TITLE,
+    WEAK_MARK,
+    Cell,
+    Comparison,
+    add_difference_rows,
+    as_number,
+    canonical_order,
+    cells,
+    column_label,
+    compute_ratios,
+    difference_headers,
+    fmt_num,
+    headline_names,
+    holm_family,
+    human_count,
+    human_flops,
+    interval_notes,
+    layout,
+    majority_scores,
+    pairing_notes,
+    record_flops,
+    run_rank,
+    score,
+    score_columns,
+    split_records,
+    task_rank,
+    trainable_text,
 )
-
-
-def _order(values: Iterable[str], canonical: tuple[str, ...]) -> list[str]:
-    present = set(values)
-    return [v for v in canonical if v in present] + sorted(present - set(canonical))
-
-
-def score(record: dict[str, Any]) -> float | None:
-    """The headline in percent, or None when the run has none (failed, or a non-finite value)."""
-    return stats.headline_percent(record)
-
-
-def split_score(record: dict[str, Any], split: str) -> float | None:
-    """The headline metric on an extra evaluation split (``extra_metrics[split]``) in percent, or None."""
-    metrics = (record.get("extra_metrics") or {}).get(split) or {}
-    return stats.percent(record, metrics.get(record.get("headline_metric")))
-
-
-def _num(x: float, digits: int = 1) -> str:
-    text = f"{x:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
-
-
-def _signed(x: float, digits: int = 1) -> str:
-    text = f"{x:+.{digits}f}"
-    return "0." + "0" * digits if float(text) == 0 else text  # no "+0.0" / "-0.0"
-
-
-def _number(value: Any) -> float | None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def human_count(n: int | float) -> str:
-    """Parameter counts the way papers print them: 125M, 0.15M, 4.2K, 1.5B."""
-    n = float(n)
-    for unit, size, floor in (("B", 1e9, 1e9), ("M", 1e6, 1e5), ("K", 1e3, 1e3)):
-        if n >= floor:
-            value = n / size
-            return (
-                f"{value:.0f}{unit}" if value >= 100 else f"{value:.1f}{unit}" if value >= 1 else f"{value:.2f}{unit}"
-            )
-    return f"{n:.0f}"
-
-
-def human_flops(x: float) -> str:
-    """FLOPs in scientific notation with two significant digits: 1.2e15, 3.0e9, 0."""
-    if x <= 0:
-        return "0"
-    mantissa, exponent = f"{x:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
-@dataclass
-class Cell:
-    """The runs of one (model, method, column): scores of the seeds that finished ok, how many were recorded, how
-    many of those failed to learn, and of the runs that record ``weak_teacher`` how many had a weak θ_pre."""
-
-    scores: list[float] = field(default_factory=list)
-    recorded: int = 0
-    statuses: list[str] = field(default_factory=list)
-    not_learned: int = 0
-    collapsed: int = 0
-    collapse_unjudged: int = 0  # ok runs whose collapse cannot be judged (prediction share not recorded)
-    weak_teachers: int = 0
-    teachers_judged: int = 0
-
-    @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.scores) if self.scores else None
-
-    def text(self) -> str:
-        if not self.scores:
-            return "–" if not self.statuses else "/".join(sorted(set(self.statuses)))
-        s = stats.summary(self.scores)
-        body = _num(s.mean)
-        if s.std is not None:
-            body += f" ± {_num(s.std)}"
-        if s.n >= 3:  # for n ≤ 2 the median is the mean
-            body += f" (med {_num(s.median)})"
-        if len(self.scores) < self.recorded:
-            body += f" ({len(self.scores)}/{self.recorded} ok)"
-        if self.not_learned:
-            body += f" ⚠{self.not_learned}/{self.recorded}"
-        if self.collapsed:
-            body += f" {COLLAPSED_MARK}{self.collapsed}/{self.recorded}"
-        if self.weak_teachers:
-            body += f" {WEAK_MARK}{self.weak_teachers}/{self.teachers_judged}"
-        return body
-
-
-def split_records(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-    """(ordinary runs, α-sweep runs)."""
-    runs = [r for r in records if r.get("kind", "run") != ALPHA_SWEEP and r["method"] != ALPHA_SWEEP]
-    sweeps = [r for r in records if r not in runs]
-    return runs, sweeps
-
-
-def layout(runs: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[str, list[str]]]:
-    """Canonical models, tasks, and the methods present per model."""
-    models = sorted({r["model"] for r in runs})
-    tasks = _order((r["task"] for r in runs), TASK_ORDER)
-    methods = {m: _order((r["method"] for r in runs if r["model"] == m), METHOD_ORDER) for m in models}
-    return models, tasks, methods
-
-
-def cells(
-    runs: list[dict[str, Any]], split: str | None = None, *, teachers: bool = False
-) -> dict[tuple[str, str, str], Cell]:
-    """(model, method, task) → Cell over seeds: of the headline, or of an extra evaluation split's headline metric
-    (failed-to-learn marks only for the headline: the majority baseline is measured on its split; with
-    ``teachers``, the weak-teacher counts too, over the runs whose record has a boolean ``weak_teacher``)."""
-    out: dict[tuple[str, str, str], Cell] = {}
-    for r in sorted(runs, key=lambda r: r["seed"]):
-        value = None if r["status"] != "ok" else score(r) if split is None else split_score(r, split)
-        if split is not None and value is None and r["status"] == "ok":
-            continue  # this run was not evaluated on that split
-        cell = out.setdefault((r["model"], r["method"], r["task"]), Cell())
-        cell.recorded += 1
-        if value is not None:
-            cell.scores.append(value)
-        else:
-            cell.statuses.append(r["status"])
-        if split is None and stats.failed_to_learn(r):
-            cell.not_learned += 1
-        if split is None:
-            flag = stats.collapsed(r)
-            cell.collapsed += bool(flag)
-            cell.collapse_unjudged += flag is None and r["status"] == "ok" and stats.judges_collapse(r)
-        if split is None and teachers and isinstance(r.get("weak_teacher"), bool):
-            cell.teachers_judged += 1
-            cell.weak_teachers += r["weak_teacher"]
-    return out
-
-
-def headline_names(runs: list[dict[str, Any]]) -> dict[str, str]:
-    """Task → its headline metric name (as the records state it)."""
-    names: dict[str, set[str]] = {}
-    for r in runs:
-        if r.get("headline_metric"):
-            names.setdefault(r["task"], set()).add(r["headline_metric"])
-    return {t: "/".join(sorted(METRIC_LABELS.get(x, x) for x in n)) for t, n in names.items()}
-
-
-def score_columns(runs: list[dict[str, Any]], tasks: list[str]) -> list[tuple[str, str | None]]:
-    """(task, None) for each task's headline, each followed by (task, split) for its extra evaluation splits."""
-    columns: list[tuple[str, str | None]] = []
-    for task in tasks:
-        columns.append((task, None))
-        splits = {s for r in runs if r["task"] == task for s in (r.get("extra_metrics") or {})
-                  if split_score(r, s) is not None}  # fmt: skip
-        columns += [(task, s) for s in sorted(splits)]
-    return columns
-
-
-def column_label(task: str, split: str | None, metric: dict[str, str]) -> str:
-    name = TASK_LABELS.get(task, task) + ("" if split is None else f"-{SPLIT_LABELS.get(split, split)}")
-    return f"{name} ({metric.get(task, '?')})"
-
-
-def trainable_text(runs: list[dict[str, Any]], model: str, method: str) -> str:
-    counts = sorted({r["trainable_params"] for r in runs
-                     if r["model"] == model and r["method"] == method and r.get("trainable_params")})  # fmt: skip
-    if not counts:
-        return "–"
-    low, high = human_count(counts[0]), human_count(counts[-1])
-    return low if low == high else f"{low}–{high}"
-
-
-def _flops(r: dict[str, Any]) -> float | None:
-    value = _number(r.get("train_flops"))
-    return value if r["status"] in rec.FINISHED and value is not None and value > 0 else None
-
-
-def compute_ratios(runs: list[dict[str, Any]], model: str, method: str, baseline: str = "plain") -> list[float]:
-    """train_flops ÷ the baseline's at the same (model, task, seed), over the finished runs that have both."""
-    base = {(r["task"], r["seed"]): _flops(r) for r in runs
-            if r["model"] == model and r["method"] == baseline and _flops(r)}  # fmt: skip
-    return [_flops(r) / base[(r["task"], r["seed"])] for r in sorted(runs, key=_run_rank)
-            if r["model"] == model and r["method"] == method and _flops(r) and (r["task"], r["seed"]) in base]  # fmt: skip
-
-
-def _run_rank(r: dict[str, Any]) -> tuple:
-    return (r["model"], _task_rank(r["task"]), r["seed"], r["method"])
-
-
-def majority_scores(runs: list[dict[str, Any]], model: str, task: str) -> float | None:
-    """The trivial constant predictor's headline (percent) on the task's evaluation subset, mean over the runs."""
-    values = [v for r in runs if r["model"] == model and r["task"] == task
-              for v in [stats.percent(r, r.get("majority_baseline"))] if v is not None]  # fmt: skip
-    return statistics.fmean(values) if values else None
 
 
 def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | None = None) -> Table:
@@ -321,7 +125,7 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | No
         majority = [majority_scores(runs, model, t) if s is None else None for t, s in columns]
         if any(v is not None for v in majority):
             any_majority = True
-            table.add([model, "majority baseline", "–", *(_num(v) if v is not None else "–" for v in majority), "–"])
+            table.add([model, "majority baseline", "–", *(fmt_num(v) if v is not None else "–" for v in majority), "–"])
     table.notes.append(
         "Mean over the seeds that finished ok; ± is the sample std (n ≥ 2); (med x) is the median, shown for n ≥ 3 "
         "(for n ≤ 2 it equals the mean); (j/n ok) marks cells where some seeds diverged or failed (see the per-seed "
@@ -367,133 +171,13 @@ def main_table(runs: list[dict[str, Any]], references: list[dict[str, Any]] | No
     return table
 
 
-def t_text(d: stats.Difference | None) -> str:
-    """A difference with its paired t-interval: "+1.5 [-0.4, +3.6]"; one seed: no interval."""
-    if d is None:
-        return "–"
-    if d.t_low is None:
-        return f"{_signed(d.diff)} (1 seed: no interval)"
-    return f"{_signed(d.diff)} [{_signed(d.t_low)}, {_signed(d.t_high)}]"
-
-
-def boot_text(d: stats.Difference | None) -> str:
-    """The bootstrap interval over seeds and examples; "(per seed)" where examples were drawn per seed."""
-    if d is None or d.boot_low is None:
-        return "–"
-    return f"[{_signed(d.boot_low)}, {_signed(d.boot_high)}]" + (" (per seed)" if d.draw == stats.PER_SEED else "")
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One difference of a difference table: a method against a baseline in one column (task, split or set)."""
-
-    model: str
-    baseline: str
-    method: str
-    column: tuple[str, str | None]
-    difference: stats.Difference
-    holm_significant: bool
-
-
-def baseline_blocks(table: Table, models: list[str], methods: dict[str, list[str]], baselines: list[str]):
-    """(model, baseline, the other methods) for each model that ran each baseline, each starting a table block."""
-    for model in models:
-        for baseline in baselines:
-            if baseline in methods[model]:
-                table.start_block()
-                yield model, baseline, [m for m in methods[model] if m != baseline]
-
-
-def holm_family(results: dict[tuple, stats.Difference | None]) -> list[Comparison]:
-    """Comparisons of one family (one table, one model, one baseline: keys (model, baseline, method, column)) with
-    Holm's correction over every comparison in it that has a t-interval."""
-    keys = [k for k, d in results.items() if d is not None]
-    marks = stats.holm([results[k].p_value for k in keys])
-    return [Comparison(*k, results[k], mark) for k, mark in zip(keys, marks, strict=True)]
-
-
-def add_difference_rows(table: Table, family: list[Comparison], methods: list[str], columns: list[tuple],
-                        first: int) -> tuple[list[str], list[str]]:  # fmt: skip
-    """One row per method that has a comparison: per column its t-interval cell (bold when Holm-significant) and
-    its bootstrap cell, from column ``first`` on. Returns the notes of its cells: (why a cell has no bootstrap, which
-    runs a cell left unpaired)."""
-    found = {(c.method, c.column): c for c in family}
-    not_bootstrapped, unpaired = [], []
-    for method in methods:
-        row = [found.get((method, col)) for col in columns]
-        if all(c is None for c in row):
-            continue  # no seed finished ok for both
-        n_seeds = sorted({c.difference.n_seeds for c in row if c is not None})
-        seeds = str(n_seeds[0]) if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
-        cells_ = []
-        for j, c in enumerate(row):
-            d = c.difference if c is not None else None
-            if c is not None and c.holm_significant:
-                table.bold.add((len(table.rows), first + 1 + 2 * j))
-            if d is not None and d.note:
-                not_bootstrapped.append(d.note)
-            if d is not None and d.unpaired:
-                unpaired.append(f"{method} vs {c.baseline}, {column_text(c.column)}: paired on seeds both finished "
-                                f"ok; left out: {', '.join(d.unpaired)}")  # fmt: skip
-            cells_ += [t_text(d), boot_text(d)]
-        table.add([family[0].model, family[0].baseline, method, seeds, *cells_])
-    return not_bootstrapped, unpaired
-
-
-def pairing_notes(not_bootstrapped: list[str], unpaired: list[str]) -> list[str]:
-    """A difference table's notes on its cells (`add_difference_rows`), each said once, in first-seen order."""
-    return [f"Not bootstrapped: {n}" for n in dict.fromkeys(not_bootstrapped)] + [
-        f"Unpaired: {n}" for n in dict.fromkeys(unpaired)]  # fmt: skip
-
-
-def column_text(column: tuple[str, str | None]) -> str:
-    task, part = column
-    return TASK_LABELS.get(task, task) + ("" if part is None else f" {part}")
-
-
-def difference_headers(labels: list[str]) -> list[str]:
-    """Two columns per difference column: the t-interval and the examples' bootstrap."""
-    return [x for label in labels for x in (f"{label} t-interval", f"{label} bootstrap (examples)")]
-
-
-def seeds_text(counts: Iterable[int]) -> str:
-    """How wide a t-interval is at the seed counts of a table: "with 5 seeds … (t = 2.78 with 4 degrees of freedom)"."""
-    from scipy.stats import t as t_dist
-
-    counts = sorted({n for n in counts if n >= 2})
-    if not counts:
-        return "no cell has 2 seeds, so there is no interval"
-    parts = [f"t = {float(t_dist.ppf(0.975, n - 1)):.2f} with {n - 1} degree{'s' if n > 2 else ''} of freedom at {n} "
-             f"seeds" for n in counts]  # fmt: skip
-    return "; ".join(parts)
-
-
-def interval_notes(n_boot: int, seed: int, what: str, counts: Iterable[int] = ()) -> list[str]:
-    """The notes every difference table carries: which interval decides, what the bootstrap is, what bold means;
-    ``counts``: the numbers of paired seeds in the table, for the t quantile they give."""
-    return [
-        f"Method − baseline: the mean over the seeds both finished ok of the per-seed difference of the headline "
-        f"(percentage points; {what}). t-interval: the 95 % Student t-interval over those per-seed differences, "
-        f"the interval that decides ({seeds_text(counts)}), and a cell with 1 seed has none.",
-        f"bootstrap (examples): the examples' uncertainty, the 95 % percentile interval of a two-level paired "
-        f"bootstrap ({n_boot} resamples, numpy default_rng seed {seed}): seeds drawn with replacement (the same for "
-        f"both methods), then the evaluation examples drawn with replacement, the same for both methods and, where "
-        f"the runs share one evaluation subset (the same fingerprint), one draw for every seed; (per seed): the "
-        f"subsets differ between seeds, so each seed's examples are drawn on their own. It does not decide: with a "
-        f"handful of seeds a percentile bootstrap over seeds covers well below 95 % (74 % at 3 seeds and 83 % at 5 in "
-        f"tests/bench/test_stats_coverage.py's simulation).",
-        "Bold: the t-interval excludes 0 after Holm's correction over every comparison in this table against that "
-        "baseline for that model (family-wise 5 %). Unbolded differences are not findings.",
-    ]
-
-
 def id_comparisons(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, seed: int = 0) -> list[list[Comparison]]:
     """The families of the main difference table: per (model, baseline) every other method on every task's
     headline, Holm-corrected within the family."""
     models, tasks, methods = layout(runs)
     baselines = [b for b in BASELINES if any(r["method"] == b for r in runs)]
     by_cell: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in sorted(runs, key=_run_rank):
+    for r in sorted(runs, key=run_rank):
         by_cell.setdefault((r["model"], r["method"], r["task"]), []).append(r)
     families = []
     for model in models:
@@ -516,7 +200,7 @@ def difference_table(runs: list[dict[str, Any]], n_boot: int = stats.N_BOOT, see
     families = id_comparisons(runs, n_boot, seed) if families is None else families
     if not families:
         return None
-    baselines = _order({f[0].baseline for f in families}, BASELINES)
+    baselines = canonical_order({f[0].baseline for f in families}, BASELINES)
     table = Table(f"Differences vs {' and vs '.join(baselines)} (percentage points, 95 % intervals)",
                   ["Model", "Baseline", "Method", "Seeds",
                    *difference_headers([TASK_LABELS.get(t, t) for t in tasks])])  # fmt: skip
@@ -548,7 +232,7 @@ def _mean_std_text(values: list[float]) -> str:
     if not values:
         return "–"
     s = stats.summary(values)
-    return _num(s.mean) + (f" ± {_num(s.std)}" if s.std is not None else "")
+    return fmt_num(s.mean) + (f" ± {fmt_num(s.std)}" if s.std is not None else "")
 
 
 def _dev_sources(group: list[dict[str, Any]], teacher: str) -> list[str]:
@@ -564,7 +248,7 @@ def teacher_table(runs: list[dict[str, Any]]) -> Table | None:
         return None
     models, tasks, _ = layout(with_scores)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in sorted(with_scores, key=_run_rank):
+    for r in sorted(with_scores, key=run_rank):
         groups.setdefault((r["model"], r["task"], r["method"]), []).append(r)
     table = Table(TEACHERS_TITLE, ["Model", "Task", "Method", "n", "θ_pre eval", "θ_pre dev", "θ_fine eval",
                                    "θ_fine dev", "Majority eval", "Majority dev", "Weak θ_pre", "Probe λ"])  # fmt: skip
@@ -575,16 +259,16 @@ def teacher_table(runs: list[dict[str, Any]]) -> Table | None:
         if not values:
             return "–"
         other_sources.update(x for x in sources if x != "dev")
-        return _num(statistics.fmean(values)) + ("" if sources == ["dev"] else f" ({'/'.join(sources)})")
+        return fmt_num(statistics.fmean(values)) + ("" if sources == ["dev"] else f" ({'/'.join(sources)})")
 
     def majority(group: list[dict[str, Any]], key: str) -> str:
         values = _teacher_values(group, "pre", key) or _teacher_values(group, "fine", key)  # the same data for both
-        return _num(statistics.fmean(values)) if values else "–"
+        return fmt_num(statistics.fmean(values)) if values else "–"
 
     for model in models:
         table.start_block()
         for task in tasks:
-            methods = _order((m for mo, t, m in groups if mo == model and t == task), METHOD_ORDER)
+            methods = canonical_order((m for mo, t, m in groups if mo == model and t == task), METHOD_ORDER)
             for method in methods:
                 group = groups[(model, task, method)]
                 judged = [r["weak_teacher"] for r in group if isinstance(r.get("weak_teacher"), bool)]
@@ -656,9 +340,9 @@ def _seed_text(record: dict[str, Any] | None) -> str:
     if record["status"] == "ok":
         if value is None:
             return "ok (no score)"
-        return (_num(value, 2) + (" ✗" if stats.failed_to_learn(record) else "")
+        return (fmt_num(value, 2) + (" ✗" if stats.failed_to_learn(record) else "")
                 + (COLLAPSE_SEED_MARK if stats.collapsed(record) else ""))  # fmt: skip
-    return record["status"] if value is None else f"{_num(value, 2)} ({record['status']})"
+    return record["status"] if value is None else f"{fmt_num(value, 2)} ({record['status']})"
 
 
 def _median(values: list[float]) -> float | None:
@@ -676,14 +360,14 @@ def cost_table(runs: list[dict[str, Any]]) -> Table:
         for method in methods[model]:
             done = [r for r in runs if r["model"] == model and r["method"] == method and r["status"] in rec.FINISHED]
             totals = sorted({r["total_params"] for r in done if r.get("total_params")})
-            times = [_median([v for r in done for v in [_number(r.get(k))] if v is not None])
+            times = [_median([v for r in done for v in [as_number(r.get(k))] if v is not None])
                      for k in ("train_time_s", "eval_time_s", "wall_time_s")]  # fmt: skip
-            peaks = [v for r in done for v in [_number(r.get("peak_memory_mb"))] if v is not None]
-            rates = [v for r in done for v in [_number(r.get("train_samples_per_s"))] if v is not None]
+            peaks = [v for r in done for v in [as_number(r.get("peak_memory_mb"))] if v is not None]
+            rates = [v for r in done for v in [as_number(r.get("train_samples_per_s"))] if v is not None]
             table.add([model, method, trainable_text(runs, model, method),
                        human_count(totals[-1]) if totals else "–", str(len(done)),
-                       *(_num(v) if v is not None else "–" for v in times),
-                       _num(max(peaks), 0) if peaks else "–", _num(_median(rates)) if rates else "–"])  # fmt: skip
+                       *(fmt_num(v) if v is not None else "–" for v in times),
+                       fmt_num(max(peaks), 0) if peaks else "–", fmt_num(_median(rates)) if rates else "–"])  # fmt: skip
     table.notes.append("Peak MB: CUDA peak allocated on GPU; – where the run did not measure it (CPU runs record null; "
                        "earlier CPU records carry the peak rise of the process's resident set size). Wall s includes "
                        "model loading and cached-stage lookups.")  # fmt: skip
@@ -692,7 +376,7 @@ def cost_table(runs: list[dict[str, Any]]) -> Table:
 
 def compute_table(runs: list[dict[str, Any]]) -> Table | None:
     """Training compute per method (every stage summed), median over tasks and seeds; None when no run has any."""
-    if not any(_number(r.get(k)) is not None for r in runs for k, _ in COMPUTE_FIELDS):
+    if not any(as_number(r.get(k)) is not None for r in runs for k, _ in COMPUTE_FIELDS):
         return None
     models, _, methods = layout(runs)
     table = Table("Training compute per run (median over tasks and seeds; every training stage summed)",
@@ -701,8 +385,8 @@ def compute_table(runs: list[dict[str, Any]]) -> Table | None:
         table.start_block()
         for method in methods[model]:
             done = [r for r in runs if r["model"] == model and r["method"] == method and r["status"] in rec.FINISHED]
-            counted = [r for r in done if any(_number(r.get(k)) is not None for k, _ in COMPUTE_FIELDS)]
-            values = [_median([v for r in counted for v in [_number(r.get(k))] if v is not None])
+            counted = [r for r in done if any(as_number(r.get(k)) is not None for k, _ in COMPUTE_FIELDS)]
+            values = [_median([v for r in counted for v in [as_number(r.get(k))] if v is not None])
                       for k, _ in COMPUTE_FIELDS]  # fmt: skip
             texts = [("–" if v is None else human_flops(v) if k == "train_flops" else human_count(v))
                      for v, (k, _) in zip(values, COMPUTE_FIELDS, strict=True)]  # fmt: skip
@@ -723,11 +407,11 @@ def compute_match_table(
     models, tasks, _ = layout(runs)
     by_task = {(m, t): [] for m in models for t in tasks}
     for model in models:
-        base = {(r["task"], r["seed"]): _flops(r) for r in runs
-                if r["model"] == model and r["method"] == target and _flops(r)}  # fmt: skip
-        for r in sorted(runs, key=_run_rank):
-            if r["model"] == model and r["method"] == method and _flops(r) and (r["task"], r["seed"]) in base:
-                by_task[(model, r["task"])].append(_flops(r) / base[(r["task"], r["seed"])])
+        base = {(r["task"], r["seed"]): record_flops(r) for r in runs
+                if r["model"] == model and r["method"] == target and record_flops(r)}  # fmt: skip
+        for r in sorted(runs, key=run_rank):
+            if r["model"] == model and r["method"] == method and record_flops(r) and (r["task"], r["seed"]) in base:
+                by_task[(model, r["task"])].append(record_flops(r) / base[(r["task"], r["seed"])])
     if not any(by_task.values()):
         return None
     table = Table(f"Compute match: train FLOPs of {method} ÷ {target}, median over seeds",
@@ -748,7 +432,7 @@ def compute_match_table(
 
 def reference_table(references: list[dict[str, Any]], tasks: list[str] | None = None) -> Table:
     """The published rows, with their model, metric notes, source and scores on the tasks run here."""
-    tasks = tasks if tasks is not None else _order((t for r in references for t in r["scores"]), TASK_ORDER)
+    tasks = tasks if tasks is not None else canonical_order((t for r in references for t in r["scores"]), TASK_ORDER)
     table = Table("Published reference rows (not run here)",
                   ["Model", "Row", "Reference model", "# Trainable", *(TASK_LABELS.get(t, t) for t in tasks),
                    "Metric notes", "Source"])  # fmt: skip
@@ -757,7 +441,7 @@ def reference_table(references: list[dict[str, Any]], tasks: list[str] | None = 
         if not any(s is not None for s in scores):
             continue
         table.add([ref["model"], ref["label"], ref.get("reference_model", ref["model"]),
-                   str(ref.get("trainable_params", "–")), *(_num(s) if s is not None else "–" for s in scores),
+                   str(ref.get("trainable_params", "–")), *(fmt_num(s) if s is not None else "–" for s in scores),
                    ref.get("metric", ""), ref["source"]])  # fmt: skip
     table.notes.append(
         "Published numbers (bench/references.toml), not run here and kept out of the main table: their model "
@@ -770,7 +454,7 @@ def reference_table(references: list[dict[str, Any]], tasks: list[str] | None = 
 def sweep_table(sweeps: list[dict[str, Any]]) -> Table:
     """WiSE-FT α curves: headline (%) per α, mean over seeds (α = weight of the pretrained teacher)."""
     alphas = sorted({p["alpha"] for r in sweeps if r["status"] == "ok" for p in r.get("curve") or []})
-    keys = sorted({(r["model"], r["task"]) for r in sweeps}, key=lambda k: (k[0], _task_rank(k[1])))
+    keys = sorted({(r["model"], r["task"]) for r in sweeps}, key=lambda k: (k[0], task_rank(k[1])))
     table = Table("α sweep (WiSE-FT weight mix, no distillation): headline (%) vs α, mean over seeds",
                   ["Model", "Task", "Seeds", *(f"α={a:g}" for a in alphas)])  # fmt: skip
     for model, task in keys:
@@ -782,12 +466,8 @@ def sweep_table(sweeps: list[dict[str, Any]]) -> Table:
                 if value is not None:
                     points.setdefault(p["alpha"], []).append(value)
         table.add([model, TASK_LABELS.get(task, task), str(len(runs)),
-                   *(_num(statistics.fmean(points[a])) if points.get(a) else "–" for a in alphas)])  # fmt: skip
+                   *(fmt_num(statistics.fmean(points[a])) if points.get(a) else "–" for a in alphas)])  # fmt: skip
     return table
-
-
-def _task_rank(task: str) -> tuple[int, str]:
-    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
 
 
 def _distinct(records: list[dict[str, Any]], getter) -> list[str]:
@@ -818,7 +498,7 @@ def header_lines(records: list[dict[str, Any]], offline_notes: dict[str, str]) -
     def values(getter) -> str:
         return ", ".join(_distinct(records, getter))
 
-    tasks = _order((r["task"] for r in records), TASK_ORDER)
+    tasks = canonical_order((r["task"] for r in records), TASK_ORDER)
     lines = [
         f"Profile: {values(lambda r: r.get('profile'))}",
         f"Models: {values(lambda r: r['model'])}",
@@ -854,8 +534,6 @@ def _hardware_label(hw: dict[str, Any]) -> str | None:
 
 def load_references(path: Path | None = None) -> list[dict[str, Any]]:
     """Published rows from bench/references.toml (each with model, label, scores, source)."""
-    from bench.profiles import tomllib
-
     path = path or Path(__file__).resolve().parent / "references.toml"
     if tomllib is None:  # pragma: no cover
         raise RuntimeError("reading references on Python 3.10 needs the 'tomli' package: pip install tomli")
@@ -870,7 +548,6 @@ def build_tables(records: list[dict[str, Any]], references: list[dict[str, Any]]
     _, tasks, _ = layout(runs)
     refs = [r for r in (references if references is not None else load_references())
             if r["model"] in {x["model"] for x in runs} and any(t in r["scores"] for t in tasks)]  # fmt: skip
-    from bench.shift_tables import shift_tables
 
     tables = [main_table(runs, refs), difference_table(runs, families=families), teacher_table(runs),
               *shift_tables(runs), per_seed_table(runs), cost_table(runs), compute_table(runs),
@@ -890,8 +567,6 @@ DIFFERENCE_FIELDS = ("task", "model", "method", "baseline", "n_pairs", "diff", "
 
 def _csv(fields: tuple[str, ...], rows: list[list[Any]]) -> str:
     """CSV text, numbers to 4 decimals, None empty, booleans true/false: the same records give the same bytes."""
-    import csv
-    import io
 
     def cell(value: Any) -> str:
         if value is None:
@@ -899,7 +574,7 @@ def _csv(fields: tuple[str, ...], rows: list[list[Any]]) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, float):
-            return _num(value, 4)
+            return fmt_num(value, 4)
         return str(value)
 
     out = io.StringIO()
@@ -935,7 +610,7 @@ def differences_csv(families: list[list[Comparison]]) -> str:
             d = c.difference
             rows.append([c.column[0], c.model, c.method, c.baseline, d.n_seeds, d.diff, d.t_low, d.t_high,
                          d.boot_low, d.boot_high, c.holm_significant])  # fmt: skip
-    rows.sort(key=lambda r: (_task_rank(r[0]), r[1], BASELINES.index(r[3]) if r[3] in BASELINES else 99,
+    rows.sort(key=lambda r: (task_rank(r[0]), r[1], BASELINES.index(r[3]) if r[3] in BASELINES else 99,
                              METHOD_ORDER.index(r[2]) if r[2] in METHOD_ORDER else 99, r[2]))  # fmt: skip
     return _csv(DIFFERENCE_FIELDS, rows)
 
@@ -957,8 +632,6 @@ def render(records: list[dict[str, Any]], references: list[dict[str, Any]] | Non
 
 def load_labels(directory: str | Path) -> dict[str, Any] | None:
     """The folder's eval_labels.json (bench.eval_labels), or None when it has none."""
-    import json
-
     path = Path(directory) / LABELS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -973,8 +646,6 @@ def write_all(directory: str | Path, *, plots: bool = True) -> list[Path]:
         rec.atomic_write_text(directory / name, text)
         written.append(directory / name)
     if plots and records:
-        from bench import plots as plot_module
-
         written += plot_module.write_plots(records, directory)
     return written
 

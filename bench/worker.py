@@ -12,6 +12,12 @@ import os
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
+from bench import records, runner
+from bench.experiment import RunConfig
+from bench.profiles import RunSpec
+
 
 def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
@@ -19,16 +25,11 @@ def _rank() -> int:
 
 def _world_size() -> int:
     """Processes that trained together: the initialised process group's size, else 1 (no DDP)."""
-    import torch.distributed as dist
-
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def load_spec(path: Path):
     """The RunSpec (and cache dir) that the runner wrote with runner.spec_to_json."""
-    from bench.profiles import RunSpec
-    from hybridft.experiment import RunConfig
-
     payload = json.loads(path.read_text(encoding="utf-8"))
     config = dict(payload["config"])
     config["method_args"] = tuple((k, v) for k, v in config.get("method_args", ()))
@@ -38,18 +39,12 @@ def load_spec(path: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import records, runner
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m bench.worker SPEC.json RESULT.json", file=sys.stderr)
         return 2
     spec_path, result_path = Path(args[0]), Path(args[1])
     spec, cache_dir, log_dir = load_spec(spec_path)
-    import transformers  # noqa: F401  the stack is imported before the run starts, so its RSS rise is the run's
-    from transformers import Trainer  # noqa: F401
-
-    import hybridft.methods  # noqa: F401
 
     try:
         # This process runs this cell alone, entered after the imports: its RSS rise is the run's CPU peak memory.

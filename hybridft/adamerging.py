@@ -32,8 +32,12 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch.func import functional_call
+from tqdm.auto import tqdm
 
-from hybridft.training import FitResult
+from hybridft.compute import PassParameters, batch_tokens, pass_parameters
+from hybridft.fitting import FitResult
+from hybridft.layer_alpha import layer_groups
 
 SUPPORTED_KINDS = ("classification", "token")
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
@@ -82,12 +86,6 @@ def adamerge(pre: torch.nn.Module, fine: torch.nn.Module, features, collator, *,
              batch_size: int, seed: int, device="cpu", progress: bool = False) -> AdaMergeResult:  # fmt: skip
     """Learn per-group α for mixing ``pre`` and ``fine`` on ``features``' inputs (module docstring). The models are
     left untouched; the student is ``interpolate_models(pre, fine, result.alphas)``."""
-    from torch.func import functional_call
-    from tqdm.auto import tqdm
-
-    from hybridft.compute import PassParameters, batch_tokens, pass_parameters
-    from hybridft.layer_alpha import layer_groups
-
     check_kind(kind)
     if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
         raise ValueError(f"adamerging steps must be an integer >= 1, got {steps!r}")

@@ -1,10 +1,10 @@
 """``alpha = "auto"``: the hybrid method's α chosen on the run's dev split before distillation.
 
-The dev split is the run's own (`hybridft.experiment.split_dev` with ``RunConfig.dev_size`` and the run's seed: rows
-held out of the train split, disjoint from the training subset), all of it, preprocessed as evaluation data. Each α
-of the grid (`hybridft.experiment.DEFAULT_ALPHAS`: 0, 0.1, …, 1) builds a candidate with ``make_model(α)`` (the
+The dev split is the run's own (the benchmark's ``TrainContext.dev_split``: `bench.experiment.split_dev` with
+``RunConfig.dev_size`` and the run's seed, rows held out of the train split, disjoint from the training subset), all
+of it, preprocessed as evaluation data. Each α of the grid (`DEFAULT_ALPHAS`: 0, 0.1, …, 1) builds a candidate with ``make_model(α)`` (the
 weight mix `interpolate_models(θ_pre, θ_fine, α)` for hybrid, kd_pre and kd_fine; the output mix of the two teachers
-for hybrid_output), which is scored by `hybridft.experiment.score` on the task's headline metric. Every headline of
+for hybrid_output), which is scored by ``TrainContext.score`` (`bench.experiment.score`) on the task's headline metric. Every headline of
 the benchmark is higher-is-better (accuracy, F1, Matthews and Pearson correlation: the tables bold the largest mean,
 the learning-rate sweep picks the largest dev headline, `failed_to_learn` compares against the baseline from above),
 so the largest score wins; a non-finite score never wins. Ties: the α closest to 0.5 (the default mix), then the
@@ -24,9 +24,13 @@ from dataclasses import dataclass
 
 import torch
 
-from hybridft.training import FitResult
+from hybridft.batching import feature_lengths
+from hybridft.compute import pass_parameters
+from hybridft.fitting import FitResult
+from hybridft.interpolate import check_alpha
 
 STAGE = "alpha_search"
+DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 @dataclass
@@ -65,17 +69,13 @@ def check_dev_split(run) -> None:
 
 
 def dev_data(ctx):
-    """(examples, features) of the run's dev split, as `hybridft.experiment.prepare_data` holds it out; ValueError
-    naming dev_size when the run has none."""
-    from hybridft.experiment import qa_stride, split_dev
-
-    run, task = ctx.run, ctx.task
-    check_dev_split(run)
-    _, dev, _ = split_dev(task.load(task.train_split, run.data_dir), run.dev_size, run.seed, task=task.name,
-                          split=task.train_split)  # fmt: skip
-    features = task.preprocess(dev, ctx.tokenizer, max_length=run.max_length, train=False,
-                               stride=qa_stride(run.max_length))  # fmt: skip
-    return dev, features
+    """(examples, features) of the run's dev split (``ctx.dev_split``, the bench's `bench.experiment.dev_examples`);
+    ValueError naming dev_size when the run has none."""
+    check_dev_split(ctx.run)
+    if ctx.dev_split is None or ctx.score is None:
+        raise ValueError("alpha='auto' scores each α on the run's dev split: the TrainContext needs dev_split and "
+                         "score (the benchmark sets both, `bench.experiment.train_context`)")  # fmt: skip
+    return ctx.dev_split()
 
 
 def search_alpha(
@@ -83,11 +83,6 @@ def search_alpha(
 ) -> AlphaSearch:
     """Score ``make_model(α)`` on the dev split for every α of ``alphas`` (default `DEFAULT_ALPHAS`) and pick one
     (module docstring)."""
-    from hybridft.batching import feature_lengths
-    from hybridft.compute import pass_parameters
-    from hybridft.experiment import DEFAULT_ALPHAS, score
-    from hybridft.interpolate import check_alpha
-
     alphas = [check_alpha(a) for a in (DEFAULT_ALPHAS if alphas is None else alphas)]
     examples, features = dev_data(ctx)
     metric = ctx.task.headline
@@ -97,7 +92,7 @@ def search_alpha(
     for alpha in alphas:
         model = make_model(alpha)
         flops_per_token = pass_parameters(model).forward_flops_per_token
-        metrics = score(model, ctx.task, ctx.tokenizer, features, examples, ctx.run, work_dir, ctx.progress)
+        metrics = ctx.score(model, features, examples, work_dir)
         grid.append((alpha, float(metrics.get(metric, math.nan))))
         del model
     seconds = time.perf_counter() - start
@@ -113,4 +108,4 @@ def search_alpha(
     return AlphaSearch(chosen=pick(grid), grid=grid, metric=metric, dev_size=len(examples), fit=fit)
 
 
-__all__ = ["STAGE", "AlphaSearch", "check_dev_split", "dev_data", "pick", "search_alpha"]
+__all__ = ["DEFAULT_ALPHAS", "STAGE", "AlphaSearch", "check_dev_split", "dev_data", "pick", "search_alpha"]

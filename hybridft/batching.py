@@ -53,7 +53,7 @@ def bucketed_order(lengths: Sequence[int], batch_size: int, seed: int, window_ba
 
 def longest_first(lengths: Sequence[int]) -> np.ndarray:
     """Indices ordered by length, longest first (ties keep their order): for forward-only passes, whose batches then
-    pad little (`hybridft.training.predict`, the teacher pass `hybridft.distill.length_sorted_pass`)."""
+    pad little (`hybridft.fitting.predict`, the teacher pass `hybridft.distill.length_sorted_pass`)."""
     return np.argsort(-np.asarray(lengths), kind="stable")
 
 

@@ -3,7 +3,7 @@
     hybridft train --model minilm --train train.csv --eval dev.csv --text-column sentence --method hybrid --output out
     hybridft mix --pre A --fine B --alpha 0.3 --output C
 
-The command is thin: ``hybridft train`` is `hybridft.train_files.train` (what it writes is described there) and
+The command is thin: ``hybridft train`` is `hybridft.user_runs.train` (what it writes is described there) and
 ``hybridft mix`` is `mix` below, the same functions for Python. ``mix`` writes the mixed model, the tokenizer of
 ``--fine`` and ``mix.json``. Bad input stops either command before any work with exit code 2 and one line on stderr
 naming the argument, the value and what was expected.
@@ -18,9 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridft.methods.base import FULL_FT_LR
-from hybridft.stages import REMOVED_LP_FIELDS
-from hybridft.train_files import (
+import transformers
+from transformers.utils import logging as hf_logging
+
+from hybridft import provenance
+from hybridft.distill import weights_hash
+from hybridft.interpolate import interpolate_models
+from hybridft.teachers import FULL_FT_LR, REMOVED_LP_FIELDS
+from hybridft.trainer_config import HybridTrainingArguments
+from hybridft.user_data import (
+    TASK_TYPES,
+    InputError,
+    error_reason,
+)
+from hybridft.user_runs import (
     HYBRID_FLAGS,
     METHODS,
     REFUSED_METHODS,
@@ -30,12 +41,6 @@ from hybridft.train_files import (
     staged_output,
     train,
     write_json,
-)
-from hybridft.trainer_args import HybridTrainingArguments
-from hybridft.user_data import (
-    TASK_TYPES,
-    InputError,
-    error_reason,
 )
 
 
@@ -51,8 +56,6 @@ class MixConfig:
     model_class: str = "AutoModelForSequenceClassification"
 
     def __post_init__(self) -> None:
-        import transformers
-
         object.__setattr__(self, "output", Path(self.output))
         check_number("--alpha", self.alpha, HYBRID_FLAGS["alpha"])
         if not (self.model_class.startswith("AutoModel") and hasattr(transformers, self.model_class)):
@@ -67,16 +70,18 @@ class MixConfig:
 def _load_model(auto_class, source: str, flag: str):
     """A model from a folder or hub id; InputError if it does not load or would get random (missing) weights.
     transformers' own warning about those is silenced: the error says it, in one line."""
-    from transformers.utils import logging as hf_logging
-
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # transformers 5 draws a bar per checkpoint it loads
     try:
         model, info = auto_class.from_pretrained(source, output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise InputError(flag, f"cannot load {source!r} as {auto_class.__name__}: {error_reason(exc)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise InputError(
@@ -89,12 +94,6 @@ def _load_model(auto_class, source: str, flag: str):
 
 def mix(config: MixConfig) -> dict[str, Any]:
     """Interpolate the two models' weights, write the folder; returns what mix.json records."""
-    import transformers
-
-    from hybridft import provenance
-    from hybridft.distill import weights_hash
-    from hybridft.interpolate import interpolate_models
-
     auto_class = getattr(transformers, config.model_class)
     pre = _load_model(auto_class, config.pre, "--pre")
     fine = _load_model(auto_class, config.fine, "--fine")

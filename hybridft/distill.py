@@ -33,9 +33,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import torch
+from datasets import concatenate_datasets
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-IGNORE_INDEX = -100
+from hybridft.batching import feature_lengths, longest_first
+from hybridft.claims import claimed
+from hybridft.lm_distill import LmRows
+from hybridft.loss import hybrid_kd_loss
+from hybridft.loss_checks import IGNORE_INDEX
+
 INDEX_COLUMN = "kd_index"
 _COUNTS = {"teacher_forward_passes": 0}
 
@@ -80,7 +89,7 @@ class RegressionRows(SequenceRows):
 class TokenRows:
     """One row per word: logits[kd_mask & attention_mask], (N, C), where ``kd_mask`` marks each word's first subword.
 
-    ``kd_mask`` is a feature column (`hybridft.tasks.conll`), computed from the word ids and not from the labels, so
+    ``kd_mask`` is a feature column (`bench.tasks.conll`), computed from the word ids and not from the labels, so
     unlabelled features (every label -100) still distil on their first subwords. It is in ``extra_columns``: the
     distillation keeps it through the Trainer's column filter, pads it with `collator` and takes it out of the batch
     before the forward; the task's own collator drops it, so plain training and prediction never see it.
@@ -166,8 +175,6 @@ ROWS_BY_KIND = {"classification": SequenceRows, "regression": RegressionRows, "t
 
 def rows_for(kind: str):
     if kind == "causal_lm":
-        from hybridft.lm_distill import LmRows
-
         return LmRows()
     try:
         return ROWS_BY_KIND[kind]()
@@ -217,7 +224,6 @@ def regression_kd_loss(
 def loss_for(kind: str):
     if kind == "regression":
         return regression_kd_loss
-    from hybridft.loss import hybrid_kd_loss
 
     return hybrid_kd_loss
 
@@ -263,8 +269,6 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 def features_hash(features, columns=("input_ids", "attention_mask", "token_type_ids")) -> str:
     """sha256 of the model-input columns of ``features`` (Arrow IPC bytes, rows in order)."""
-    import pyarrow as pa
-
     present = [c for c in columns if c in features.column_names]
     table = features.select_columns(present).with_format("arrow")[:]
     sink = pa.BufferOutputStream()
@@ -284,11 +288,6 @@ def length_sorted_pass(
     ``features`` in batches of similar length (longest first, so a batch pads little), then put the rows back in
     the features' order (feature i's rows at ``offsets[i]:offsets[i + 1]``; i is the position in ``features``, the
     value of its `INDEX_COLUMN` where it has one). Returns (values, offsets, non-padding tokens)."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    from hybridft.batching import feature_lengths, longest_first
-
     extras = getattr(rows, "extra_columns", ())
     teacher_columns = getattr(rows, "teacher_columns", ())
     inputs = features.select_columns(
@@ -355,7 +354,6 @@ def cached_teacher_logits(
         **key_data,
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=repr).encode()).hexdigest()[:16]
-    from hybridft.claims import claimed
 
     path = Path(cache_dir) / "teacher_logits" / f"{key}.pt"
     with claimed(path, path.is_file) as mine:  # concurrent workers: one computes, the others wait for the file
@@ -406,8 +404,6 @@ def with_unlabelled(features, extra, rows):
     """``features`` followed by the rows of ``extra`` with every label set to ignored (``rows.unlabelled``), so they
     reach the two KL terms and not the label's. ``extra`` needs the columns of ``features`` other than the labels;
     its other columns are dropped."""
-    from datasets import concatenate_datasets
-
     labels = set(rows.label_columns)
     missing = [c for c in features.column_names if c not in labels and c not in extra.column_names]
     if missing:
@@ -424,46 +420,6 @@ def with_index(features):
     if INDEX_COLUMN in features.column_names:
         features = features.remove_columns(INDEX_COLUMN)
     return features.add_column(INDEX_COLUMN, list(range(len(features))))
-
-
-def fit_distillation(
-    student,
-    features,
-    collator,
-    spec,
-    *,
-    kind: str,
-    pre_logits,
-    fine_logits,
-    loss_kwargs,
-    output_dir,
-    progress,
-    rows=None,
-    loss_fn=None,
-    **fit_kwargs,
-):
-    """The distillation stage: train ``student`` on ``features`` (which carry `INDEX_COLUMN`) against cached teacher
-    logits with the head kind's rows and loss. ``collator`` is the task's own; ``fit_kwargs`` go to `training.fit`
-    (callbacks, args_overrides). ``rows`` / ``loss_fn``: the kind's defaults (`rows_for`, `loss_for`) unless given
-    (the causal-LM student passes its teachers' heads, `hybridft.lm_distill`). The hybrid methods, the epoch-ratio
-    benchmark and the tests all train through this, and it trains through the public `hybridft.HybridTrainer`, so
-    they all measure and check the wiring users get."""
-    from hybridft.trainer import HybridTrainer, Prepared
-    from hybridft.training import fit
-
-    rows = rows_for(kind) if rows is None else rows
-    loss_fn = loss_for(kind) if loss_fn is None else loss_fn
-    return fit(
-        student,
-        features,
-        IndexedCollator(rows.collator(collator) if getattr(rows, "extra_columns", ()) else collator),
-        spec,
-        output_dir=output_dir,
-        progress=progress,
-        trainer_cls=HybridTrainer,
-        prepared=Prepared(pre_logits, fine_logits, rows, loss_fn, loss_kwargs),
-        **fit_kwargs,
-    )
 
 
 class OutputMixModel(torch.nn.Module):

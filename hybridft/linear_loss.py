@@ -46,19 +46,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from hybridft.loss import (
-    LossParams,
-    _check_float_tensor,
-    _check_labels,
-    _check_scalars,
-    _resolve_backend,
-    compute_dtype,
-    reduce_rows,
-    reference_loss,
-    scale_grad,
-    term_scales,
-    torch_rows,
-)
+from hybridft.loss import compute_dtype, reduce_rows, reference_loss, resolve_backend, term_scales, torch_rows
+from hybridft.loss_checks import LossParams, check_float_tensor, check_labels, check_scalars, scale_grad
 
 __all__ = ["MIN_CHUNK_ROWS", "auto_chunk_rows", "hybrid_kd_linear_loss"]
 
@@ -94,7 +83,7 @@ def hybrid_kd_linear_loss(
     ``chunk_size``: rows per chunk (default `auto_chunk_rows`). Labels have the hidden states' leading shape or
     (N,). Returns a scalar, or the per-row losses with the hidden states' leading shape for "none".
     """
-    params = _check_scalars(alpha, beta, gamma, temperature, ce_weight, ignore_index, reduction, backend)
+    params = check_scalars(alpha, beta, gamma, temperature, ce_weight, ignore_index, reduction, backend)
     heads = _check_heads(
         (student_hidden, student_weight, student_bias),
         (pre_hidden, pre_weight, pre_bias),
@@ -104,7 +93,7 @@ def hybrid_kd_linear_loss(
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     lead_shape = student_hidden.shape[:-1]
     vocab = student_weight.shape[0]
-    flat_labels = _check_labels(labels, lead_shape, vocab, student_hidden.device, ignore_index, "student_hidden")
+    flat_labels = check_labels(labels, lead_shape, vocab, student_hidden.device, ignore_index, "student_hidden")
     # rows: (N, H) views; teachers are constants of this loss, detached so they get no gradient
     (h_s, w_s, b_s), *teachers = heads
     rows = [h_s.reshape(-1, h_s.shape[-1]), w_s, b_s]
@@ -114,7 +103,7 @@ def hybrid_kd_linear_loss(
     # the row math runs on float32 logits whatever the input dtype (float64 on float64): "auto" asks about those
     compute = compute_dtype(student_hidden.dtype)
     probe = student_hidden.new_empty(0, dtype=compute) if backend == "auto" else student_hidden
-    name = _resolve_backend(backend, probe)
+    name = resolve_backend(backend, probe)
     if name == "reference":
         loss = reference_linear_loss(*rows, flat_labels, params)
     else:
@@ -142,7 +131,7 @@ def _check_heads(*heads) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor 
             name = f"{prefix}_{kind}"
             if x is None and kind == "bias":
                 continue
-            _check_float_tensor(name, x)
+            check_float_tensor(name, x)
             if x is not student_hidden and x.dtype != student_hidden.dtype:
                 raise TypeError(f"{name} must have the dtype of student_hidden ({student_hidden.dtype}), got {x.dtype}")
             if x.device != student_hidden.device:
@@ -211,7 +200,7 @@ def linear_forward(inputs, labels, params: LossParams, chunk_rows: int, backend:
     per_row = row_weight is not None or params.reduction == "none"
     scaled = row_weight is None and params.reduction == "mean"  # else the row terms stay unscaled
     if backend == "triton":
-        from hybridft.kernels.hybrid_kd import hybrid_kd_forward, term_scales_tensor  # lazy: triton is needed here
+        from hybridft.kernels.hybrid_kd import hybrid_kd_forward, term_scales_tensor  # noqa: PLC0415  lazy: triton is needed here
 
         # the whole batch's "mean" factors, counted on the device (no host sync); None: unscaled rows
         scales = term_scales_tensor(labels, num_rows, params, device) if scaled else None

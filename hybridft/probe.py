@@ -48,7 +48,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge
 from threadpoolctl import threadpool_limits
+
+from hybridft.compute import pass_parameters
+from hybridft.distill import IGNORE_INDEX, TeacherLogits, TokenRows, length_sorted_pass, rows_for
+from hybridft.fitting import FitResult
+from hybridft.models import head_module_names
 
 PROBE_KINDS = ("classification", "regression", "token", "qa")
 DEFAULT_L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -109,8 +116,6 @@ class ProbeHead:
 def probe_head(model: torch.nn.Module) -> ProbeHead:
     """The head's output layer (and hidden layer) of a Hugging Face task model; ValueError naming the head's modules
     when it is not one linear layer, optionally after one square one (module docstring)."""
-    from hybridft.models import head_module_names
-
     tops = head_module_names(model)
     linears, others = [], []
     for top in tops:
@@ -171,8 +176,6 @@ class HeadFeatures:
 
 def _row_labels(kind: str, features) -> np.ndarray:
     """Labels in row layout (`HeadFeatures.labels`) from the features' own columns."""
-    from hybridft.distill import IGNORE_INDEX, TokenRows
-
     columns = features.column_names
     if kind == "qa":
         for name in ("start_positions", "end_positions"):
@@ -199,8 +202,6 @@ def head_features(model, features, collator, *, kind: str, batch_size: int, prog
                   device=None) -> HeadFeatures:  # fmt: skip
     """One eval-mode, no-grad pass of ``model`` over ``features`` keeping its output layer's input per row
     (module docstring); ValueError naming the layer if a feature is NaN or infinite."""
-    from hybridft.distill import length_sorted_pass, rows_for
-
     if kind not in PROBE_KINDS:
         raise ValueError(f"the probe applies to task kinds {', '.join(PROBE_KINDS)}, not {kind!r}")
     head = probe_head(model)
@@ -265,9 +266,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, *, n_classes: int, max
     For two classes it is sklearn's binary form, the penalty on the difference of the two classes' weights,
     written as the symmetric pair ±w/2. ``warm``: a fit on the same rows at another λ, whose solution starts this
     one (the same minimum, fewer iterations)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
     mean, std = _standardize(x)
     z = (x - mean) / std
     present = np.unique(y)
@@ -293,8 +291,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, *, n_classes: int, max
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, l2: float) -> LinearFit:
     """Ridge regression minimising mean (y − ŷ)² + λ‖w‖² (intercept free), scikit-learn's closed form."""
-    from sklearn.linear_model import Ridge
-
     mean, std = _standardize(x)
     model = Ridge(alpha=l2 * len(y), solver="cholesky").fit((x - mean) / std, y)
     w, b = _unscale(model.coef_.reshape(1, -1), np.atleast_1d(model.intercept_), mean, std)
@@ -551,8 +547,6 @@ def fit_probe(model, train: HeadFeatures, *, kind: str, dev: HeadFeatures | None
               settings: ProbeSettings | None = None) -> ProbeResult:  # fmt: skip
     """Choose λ (dev split or cross-validation), fit the head on every labelled training row at that λ, and write
     the weights into ``model``'s output layer in place. Returns the `ProbeResult` with θ_pre's training logits."""
-    from hybridft.distill import TeacherLogits
-
     settings = settings or ProbeSettings()
     head = probe_head(model)
     identity_hidden(head)
@@ -606,9 +600,6 @@ def linear_probe_model(model, features, collator, *, kind: str, batch_size: int,
                        stage: str = "lp"):  # fmt: skip
     """θ_pre in place: features of ``features`` (and ``dev_features``) through ``model``'s frozen encoder, the head
     fit (`fit_probe`). Returns (`FitResult` of the stage's cost, `ProbeResult`). Every parameter stays trainable."""
-    from hybridft.compute import pass_parameters
-    from hybridft.training import FitResult
-
     was_training = model.training
     train = head_features(model, features, collator, kind=kind, batch_size=batch_size, progress=progress,
                          device=device)  # fmt: skip

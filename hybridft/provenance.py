@@ -86,7 +86,7 @@ def hardware() -> dict[str, object]:
         "gpu": None,
     }
     try:
-        import torch
+        import torch  # noqa: PLC0415  optional: provenance also runs without torch
 
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)

@@ -12,7 +12,7 @@ without one it is θ_pre's cross-validated score from the probe (``"cv:k"``, the
 Pearson for regression, or the exact start/end position for QA), and θ_fine's dev score is None. ``majority`` is
 the trivial baseline on the split ``dev`` was measured on, ``majority_eval`` on the evaluation split.
 
-The bench scores with the task's own metrics (`bench_teacher_scores`). `hybridft.HybridTrainer` has no task
+The bench scores with the task's own metrics (`bench.teacher_scores`). `hybridft.HybridTrainer` has no task
 registry: it scores with the user's ``compute_metrics`` when given (else accuracy, or Pearson for regression) on its
 ``eval_dataset``, and takes dev from the probe's cross-validation (`trainer_teacher_scores`). A weak θ_pre is logged
 as a warning through `logging`.
@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from typing import Any
 
 import numpy as np
+from transformers import Trainer, TrainingArguments
 
 logger = logging.getLogger("hybridft")
 
@@ -47,60 +49,6 @@ def warn_if_weak(scores: dict, where: str) -> bool | None:
                        "pretrained teacher predicts no better than a constant, so its KL term pulls towards it",
                        where, pre["dev"], pre["dev_source"], pre["majority"])  # fmt: skip
     return weak
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The bench
-
-
-# Teacher scores already computed in this process, by the teacher's weights and the scored subsets: the methods of
-# one seed share their teachers (hybrid, kd_*, wise_ft, lp_ft, ... at equal settings), so each is scored once.
-_SCORED: dict[tuple, dict[str, Any]] = {}
-_SCORED_MAX = 64
-
-
-def bench_teacher_scores(teachers, data, cfg, work_dir, progress: bool) -> dict[str, Any]:
-    """``teacher_scores`` of a bench run (`hybridft.stages.Teachers`, `hybridft.experiment.PreparedData`): each
-    teacher scored with the task's metrics on the dev split (if any) and the evaluation split."""
-    from hybridft.distill import weights_hash
-    from hybridft.experiment import score
-    from hybridft.scoring import majority_baseline
-
-    task = data.task
-    headline = task.headline
-    majority_eval = majority_baseline(task, data.eval_features, data.eval_examples)
-    majority_dev = None if data.dev is None else majority_baseline(task, data.dev.features, data.dev.examples)
-    subsets = (task.name, data.subsets["eval"]["fingerprint"], (data.subsets.get("dev") or {}).get("fingerprint"),
-               cfg.max_length)  # fmt: skip
-
-    def one(model, probe: dict | None) -> dict[str, Any]:
-        key = (weights_hash(model), *subsets, None if probe is None else probe.get("selection"))
-        if key not in _SCORED:
-            if len(_SCORED) >= _SCORED_MAX:
-                _SCORED.pop(next(iter(_SCORED)))
-            _SCORED[key] = scored(model, probe)
-        return dict(_SCORED[key])
-
-    def scored(model, probe: dict | None) -> dict[str, Any]:
-        evaluated = score(model, task, data.tokenizer, data.eval_features, data.eval_examples, cfg, work_dir, progress)
-        entry = {"eval": float(evaluated.get(headline, float("nan"))), "majority_eval": majority_eval}
-        if data.dev is not None:
-            on_dev = score(model, task, data.tokenizer, data.dev.features, data.dev.examples, cfg, work_dir, progress)
-            entry |= {"dev": float(on_dev.get(headline, float("nan"))), "majority": majority_dev, "dev_source": "dev"}
-        elif probe is not None:
-            entry |= {"dev": probe["held_out_score"], "majority": probe.get("majority"),
-                      "dev_source": probe["selection"]}  # fmt: skip
-        else:
-            entry |= {"dev": None, "majority": None, "dev_source": None}
-        return entry
-
-    scores = {"pre": one(teachers.pre, teachers.probe), "fine": None}
-    if teachers.fine is not None:
-        scores["fine"] = one(teachers.fine, None)
-    for model in (teachers.pre, teachers.fine):
-        if model is not None:
-            model.to("cpu")
-    return scores
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -129,10 +77,6 @@ def _accuracy(kind: str, predictions, label_ids) -> float | None:
 
 def _trainer_eval(model, kind: str, eval_dataset, collator, compute_metrics, args) -> dict[str, Any]:
     """One teacher on ``eval_dataset`` through a plain `Trainer`: its loss, accuracy and ``compute_metrics``."""
-    import tempfile
-
-    from transformers import Trainer, TrainingArguments
-
     with tempfile.TemporaryDirectory(prefix="hybridft-teacher-eval-") as tmp:
         eval_args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=args.per_device_eval_batch_size,
                                       report_to=[], disable_tqdm=args.disable_tqdm, use_cpu=args.use_cpu)  # fmt: skip

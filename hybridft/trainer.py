@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import DataCollatorForSeq2Seq, DataCollatorForTokenClassification, DataCollatorWithPadding, Trainer
 
 from hybridft.distill import (
     IGNORE_INDEX,
@@ -64,7 +64,19 @@ from hybridft.distill import (
     with_index,
     with_unlabelled,
 )
-from hybridft.training import FitResult, TrainSpec, _MeasuredTrainer
+from hybridft.fitting import FitResult, MeasuredTrainer, TrainSpec
+from hybridft.interpolate import check_compatible, interpolate_models
+from hybridft.lm_distill import LmHeadLoss, output_head, response_fraction, teacher_hidden_cost
+from hybridft.teacher_quality import trainer_teacher_scores
+from hybridft.teachers import (
+    assign_teachers,
+    build_teachers,
+    needed_teachers,
+    probe_settings,
+    probe_teacher_rows,
+    teacher_passes,
+)
+from hybridft.trainer_config import HybridTrainingArguments
 
 CACHE_ENV = "HYBRIDFT_CACHE_DIR"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -100,8 +112,6 @@ def default_cache_dir() -> Path:
 
 def default_collator(kind: str, tokenizer):
     """The padding collator each task type needs (the tokenizer pads; labels are padded with −100)."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorForTokenClassification, DataCollatorWithPadding
-
     if tokenizer is None:
         raise ValueError("HybridTrainer needs processing_class= (the tokenizer) or data_collator= to pad batches")
     if kind == "token":
@@ -151,13 +161,15 @@ def _token_mask(dataset, rows):
     return dataset.map(lambda ex: {column: [int(y != IGNORE_INDEX) for y in ex["labels"]]}, desc=column)
 
 
-class HybridTrainer(_MeasuredTrainer, Trainer):
+class HybridTrainer(MeasuredTrainer, Trainer):
     """Hybrid fine-tuning on the `Trainer` (module docstring). Arguments as `Trainer`'s, plus:
 
     ``fine_tuned_model``: θ_fine, a model or a folder `from_pretrained` loads with ``model``'s class (None: built);
     ``unlabeled_dataset``: tokenized inputs for the KL terms only (labels, if any, are ignored);
     ``peft_config``: a PEFT config for the student (its adapter starts at zero, so training starts at θ_mix);
     ``prepared``: `Prepared` teachers (the bench); ``model`` is then the student itself.
+    ``batching``: "random" (the `Trainer`'s sampler, the default) or "bucketed" (length-bucketed batches in a
+    shuffled order, `hybridft.batching`).
 
     After construction ``teacher_fits`` lists the cost of every teacher stage and pass (`FitResult`, cached stages at
     their recorded cost), ``teacher_provenance`` says where each teacher came from, and ``teacher_scores`` how good
@@ -191,8 +203,6 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
         self._probe = None  # the LP stage's `Probed` (θ_pre's rows on the training features, its record)
         self.task_type: str | None = getattr(args, "task_type", None)
         if prepared is None:
-            from hybridft.trainer_args import HybridTrainingArguments
-
             if not isinstance(args, HybridTrainingArguments):
                 raise TypeError(f"args must be a HybridTrainingArguments, got {type(args).__name__}")
             kind = self.task_type = args.task_type or infer_task_type(model)
@@ -232,8 +242,6 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
     def _prepare(self, model, fine, args, kind, train, unlabeled, collator, peft_config, eval_dataset=None,
                  compute_metrics=None):  # fmt: skip
         """Teachers, their cached rows, the student and the indexed distillation set (module docstring, 1–4)."""
-        from hybridft.interpolate import check_compatible, interpolate_models
-
         _check_features(train, "train_dataset", kind, labelled=True)
         rows = rows_for(kind)
         if kind == "token":
@@ -251,8 +259,6 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
             features = with_unlabelled(train, unlabeled, rows)
         features = with_index(features)
         if kind != "causal_lm":
-            from hybridft.teacher_quality import trainer_teacher_scores
-
             self.teacher_scores = trainer_teacher_scores(pre, fine, self._probe, kind, train, eval_dataset, collator,
                                                          compute_metrics, args)  # fmt: skip
         need = {"need_pre": args.beta > 0, "need_fine": args.gamma > 0}
@@ -263,15 +269,13 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
         student = interpolate_models(pre, fine, args.alpha)
         loss_fn = loss_for(kind)
         if kind == "causal_lm":
-            from hybridft.lm_distill import LmHeadLoss, output_head
-
             pre_w, fine_w = (output_head(m).weight.detach().clone() for m in (pre, fine))
             loss_fn = LmHeadLoss(output_head(student), pre_w, fine_w)
         del pre, fine
         for param in student.parameters():
             param.requires_grad_(True)
         if peft_config is not None:
-            from peft import get_peft_model
+            from peft import get_peft_model  # noqa: PLC0415  heavy optional: peft
 
             student = get_peft_model(student, peft_config)
         extras = getattr(rows, "extra_columns", ())
@@ -280,8 +284,6 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
 
     def _teachers(self, model, fine, args, kind, train, collator, cache: Path):
         """(θ_pre, θ_fine): built and cached stages, or the given θ_fine (module docstring, 1–2)."""
-        from hybridft.stages import probe_settings, probe_stage, stored_stage, train_all_weights
-
         progress = not args.disable_tqdm
         scratch = Path(args.output_dir) / "teachers"
         # ``train`` holds its distillation columns only (`_prepare`): they are what the stages train on
@@ -292,51 +294,39 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
             return TrainSpec(learning_rate=lr, epochs=args.num_train_epochs if epochs is None else epochs,
                              batch_size=args.per_device_train_batch_size, seed=args.seed, **extra)  # fmt: skip
 
-        def stage(name, stage_spec, start, train_fn, **key_extra):
-            fit_kwargs = {"output_dir": scratch / name, "progress": progress, "stage": name}
-
-            def run():
-                trained = copy.deepcopy(start)
-                return trained, train_fn(trained, train, collator, stage_spec, fit_kwargs)
-
-            key = {**base_key, "stage": name, "spec": stage_spec.__dict__, **key_extra}
-            built, result, stage_key = stored_stage(cache, name, key, run, lambda: copy.deepcopy(start))
-            self.teacher_fits.append(result)
-            self.teacher_provenance[name] = {"stage_key": stage_key, "spec": stage_spec.__dict__, **key_extra}
-            return built, stage_key
-
+        given = None
+        if fine is not None:
+            given = str(fine) if isinstance(fine, (str, os.PathLike)) else f"a {type(fine).__name__} given in memory"
+            if isinstance(fine, (str, os.PathLike)):
+                fine = type(model).from_pretrained(str(fine))
+        ft = spec(args.ft_learning_rate, args.ft_epochs, weight_decay=args.ft_weight_decay,
+                  warmup_ratio=args.ft_warmup_ratio)  # fmt: skip
+        built = build_teachers(cache, base_key, lambda: copy.deepcopy(model), train, collator, kind=kind,
+                               probe=probe_settings(args, args.seed), ft_spec=ft,
+                               fit_kwargs=lambda name: {"output_dir": scratch / name, "progress": progress, "stage": name},
+                               batch_size=args.per_device_eval_batch_size, progress=progress, device=args.device,
+                               pre=model if kind == "causal_lm" else None, fine=fine)  # fmt: skip
+        self.teacher_fits.extend(built.fits)
         if kind == "causal_lm":
-            pre, pre_key = model, base_key["model"]
+            pre_key = base_key["model"]
             self.teacher_provenance["pre"] = "the model as given (a causal LM's head already speaks)"
         else:
-            settings = probe_settings(args, args.seed)
-            self._probe = probe_stage(cache, "lp", {**base_key, "stage": "lp"}, lambda: copy.deepcopy(model), train,
-                                      collator, kind=kind, settings=settings,
-                                      batch_size=args.per_device_eval_batch_size, progress=progress,
-                                      device=args.device)  # fmt: skip
-            pre, pre_key = self._probe.model, self._probe.key
-            self.teacher_fits.append(self._probe.fit)
-            self.teacher_provenance["lp"] = {"stage_key": pre_key, "probe": self._probe.record}
+            self._probe = built.probed
+            pre_key = built.keys["lp"]
+            self.teacher_provenance["lp"] = {"stage_key": pre_key, "probe": built.probe}
             self.teacher_provenance["pre"] = "stage lp: the model with its head fit by the convex probe"
-        if fine is None:
-            ft = spec(args.ft_learning_rate, args.ft_epochs, weight_decay=args.ft_weight_decay,
-                      warmup_ratio=args.ft_warmup_ratio)  # fmt: skip
+        if given is None:
             name = "ft" if kind == "causal_lm" else "lp_ft"
-            fine, _ = stage(name, ft, pre, train_all_weights, **{"from": pre_key})
+            self.teacher_provenance[name] = {"stage_key": built.keys[name], "spec": ft.__dict__, "from": pre_key}
             self.teacher_provenance["fine"] = f"stage {name}: every weight fine-tuned from θ_pre"
         else:
-            given = isinstance(fine, (str, os.PathLike))
-            source = str(fine) if given else f"a {type(fine).__name__} given in memory"
-            if given:
-                fine = type(model).from_pretrained(str(fine))
-            self.teacher_provenance["fine"] = f"given: {source} (weights sha256 {weights_hash(fine)[:16]})"
+            self.teacher_provenance["fine"] = f"given: {given} (weights sha256 {weights_hash(built.fine)[:16]})"
         self.teacher_provenance["cache_dir"] = str(cache)
-        return pre, fine
+        return built.pre, built.fine
 
     def _teacher_rows(self, pre, fine, features, collator, rows, kind, args, cache, need, probe_rows=False):
         """Each needed teacher's cached rows on ``features`` (run on the training device, then back on the CPU).
         ``probe_rows``: ``features`` are the training features, so θ_pre's rows are the probe's."""
-        from hybridft.methods.hybrid import assign_teachers, needed_teachers, probe_teacher_rows, teacher_passes
 
         def run(models):
             return teacher_passes(models, features, collator, rows, device=args.device, cache_dir=cache,
@@ -348,7 +338,6 @@ class HybridTrainer(_MeasuredTrainer, Trainer):
             pre_rows, fine_rows, cost = probe_teacher_rows(run, features, pre, fine, **need, pre_logits=pre_logits)
             self.teacher_fits.append(cost)
             return pre_rows, fine_rows
-        from hybridft.lm_distill import response_fraction, teacher_hidden_cost
 
         needed = needed_teachers(pre, fine, **need)
         computed, seconds = run(needed)

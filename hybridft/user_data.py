@@ -22,6 +22,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import datasets
+from datasets import ClassLabel, load_dataset
+
 if TYPE_CHECKING:
     from datasets import Dataset
 
@@ -66,8 +69,6 @@ def file_sha256(path: Path) -> str:
 def quiet_datasets(progress: bool):
     """While reading: no `datasets` progress bars unless ``progress``, and no `datasets` error logs (a file that
     cannot be read becomes one `InputError` line, not a log record followed by it)."""
-    import datasets
-
     bars_were_on = not datasets.are_progress_bars_disabled()
     if not progress:
         datasets.disable_progress_bars()
@@ -108,8 +109,6 @@ def load_table(source: str, argument: str, *, split: str = "train") -> tuple[Dat
 
 
 def _read_file(path: Path, source: str, argument: str) -> tuple[Dataset, DataSource]:
-    from datasets import load_dataset
-
     builder = FORMATS.get(path.suffix.lower())
     if builder is None:
         raise InputError(
@@ -130,8 +129,6 @@ def _read_file(path: Path, source: str, argument: str) -> tuple[Dataset, DataSou
 
 
 def _read_hub(source: str, argument: str, split: str) -> tuple[Dataset, DataSource]:
-    from datasets import load_dataset
-
     name, _, config = source.partition(":")
     try:
         dataset = load_dataset(name, config or None, split=split)
@@ -255,8 +252,6 @@ def _is_class_label(value: Any) -> bool:
 
 def infer_labels(dataset: Dataset, column: str, source: DataSource, task_type: str | None) -> Labels:
     """The label schema from the training table (module docstring); ``task_type`` None → inferred."""
-    from datasets import ClassLabel
-
     feature = dataset.features[column]
     values = dataset[column]
     if task_type is None:

@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from hybridft.loss import LossParams, scale_grad
+from hybridft.loss_checks import LossParams, scale_grad
 
 # Blend modes: which inputs m reads. α = 0 and α = 1 read one input only, so 0·(−inf) can never appear.
 BLEND_STUDENT, BLEND_PRE, BLEND_MIX = 0, 1, 2

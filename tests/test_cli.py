@@ -19,9 +19,10 @@ from transformers import AutoModelForSequenceClassification
 
 from hybridft.cli import main
 from hybridft.distill import weights_hash
-from hybridft.train_files import HYBRID_FLAGS, METHODS, TrainConfig, staged_output
-from hybridft.trainer_args import HybridTrainingArguments
+from hybridft.methods.peft_methods import adapters_missing
+from hybridft.trainer_config import HybridTrainingArguments
 from hybridft.user_data import InputError, Labels
+from hybridft.user_runs import HYBRID_FLAGS, METHODS, TrainConfig, staged_output
 
 # datasets' CSV builder (datasets 5.0, packaged_modules/csv) never closes the pandas reader it opens per file.
 pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file <_io\.BufferedReader name='.*\.csv'>:ResourceWarning")
@@ -78,7 +79,8 @@ def _train_args(data: dict[str, Path], output: Path, *extra: str) -> list[str]:
     return _args("train", *FAST, *extra, train=data["train"], eval=data["eval"], text_column="text", output=output)
 
 
-TRAINED = ("plain", "lora", "adapter", "hybrid")
+# The adapter method needs AdapterHub's `adapters`, an optional extra that does not import on transformers 5.
+TRAINED = ("plain", "lora", "hybrid") + (("adapter",) if adapters_missing() is None else ())
 
 
 @pytest.fixture(scope="module")
@@ -250,13 +252,26 @@ def test_kd_methods_pin_one_teacher_weight(data, tmp_path):
         TrainConfig(**base, method="kd_pre", hybrid={"gamma": 0.5})
 
 
+def test_adapter_without_adapters_is_refused_before_training(data, tmp_path, monkeypatch):
+    """With `adapters` not importable (a None entry in sys.modules makes `import adapters` raise ImportError, as on
+    an environment without it), --method adapter is refused at the argument check, naming the extra and the
+    transformers version it needs."""
+    monkeypatch.setitem(sys.modules, "adapters", None)
+    base = dict(
+        model="tiny-bert", train=str(data["train"]), eval=str(data["eval"]), output=tmp_path / "o", text_column="text"
+    )
+    with pytest.raises(InputError, match=r"--method: method 'adapter' needs .*hybridft\[adapters\].*transformers < 5"):
+        TrainConfig(**base, method="adapter")
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------------------------------------------ mix
 @pytest.fixture(scope="module")
 def endpoints(tmp_path_factory) -> dict[str, Path]:
     """Two tiny-bert classifiers of one architecture from different seeds (only fine/ has a tokenizer), and a
     three-label one that does not fit them."""
     from hybridft.models import build_model, load_tokenizer
-    from hybridft.train_files import UserTask
+    from hybridft.user_runs import UserTask
 
     folder = tmp_path_factory.mktemp("endpoints")
     two, three = (UserTask(Labels("classification", tuple(range(k)), tuple("abc"[:k]))) for k in (2, 3))

@@ -52,8 +52,8 @@ def test_lora_on_a_frozen_encoder_is_about_four_p(data_dir):
     pytest.importorskip("peft")
     from peft import LoraConfig, get_peft_model
 
+    from bench.tasks import get_task
     from hybridft.models import build_model
-    from hybridft.tasks import get_task
 
     model = build_model("tiny-bert", get_task("sst2"), seed=0)
     full = pass_parameters(model)

@@ -1,4 +1,4 @@
-"""hybridft.data: data folder resolution, seeded subsets and content fingerprints."""
+"""bench.data: data folder resolution, seeded subsets and content fingerprints."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasets import Dataset, load_dataset
 
-from hybridft.data import DATA_DIR_ENV, SubsetInfo, content_fingerprint, resolve_data_dir, subset, subset_indices
+from bench.data import DATA_DIR_ENV, SubsetInfo, content_fingerprint, resolve_data_dir, subset, subset_indices
 
 
 def test_resolve_data_dir_prefers_argument_then_env(tmp_path, monkeypatch):
@@ -93,7 +93,7 @@ def test_fingerprint_is_stable_across_processes(data_dir):
     dataset = _sst2_validation(data_dir)
     _, info = subset(dataset, 64, 11, task="sst2", split="validation")
     code = (
-        "from datasets import load_dataset; from hybridft.data import subset; "
+        "from datasets import load_dataset; from bench.data import subset; "
         f"d = load_dataset('parquet', data_files={{'v': {str(data_dir / 'glue/sst2/validation.parquet')!r}}}, split='v'); "
         "print(subset(d, 64, 11, task='sst2', split='validation')[1].fingerprint)"
     )

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hybridft.experiment import DEFAULT_ALPHAS, RunConfig, qa_stride
+from bench.experiment import DEFAULT_ALPHAS, RunConfig, qa_stride
 
 
 def _cfg(**kw):
@@ -67,7 +67,7 @@ def _real(data_dir, **kw):
 
 
 def test_dev_split_is_seeded_disjoint_shared_and_recorded(data_dir):
-    from hybridft.experiment import prepare_data
+    from bench.experiment import prepare_data
 
     a, b = prepare_data(_real(data_dir)), prepare_data(_real(data_dir, method="lora", train_size=80))
     assert a.subsets["dev"] == b.subsets["dev"]  # the same dev split for every method (and train size) of a seed
@@ -89,11 +89,13 @@ def test_extra_eval_splits_are_scored(data_dir, tmp_path, monkeypatch):
     """MNLI's mismatched split is not offline; MRPC's labelled test split stands in for an extra split."""
     import dataclasses
 
-    from hybridft import tasks
-    from hybridft.experiment import run_experiment
+    import bench.experiment as experiment
+    from bench import tasks
+    from bench.experiment import run_experiment
 
     mrpc = dataclasses.replace(tasks.get_task("mrpc"), extra_eval_splits=("test",))
-    monkeypatch.setattr(tasks, "get_task", lambda name: mrpc if name == "mrpc" else tasks.get_task(name))
+    registered = tasks.get_task
+    monkeypatch.setattr(experiment, "get_task", lambda name: mrpc if name == "mrpc" else registered(name))
     cfg = _real(data_dir, task="mrpc", train_size=16, dev_size=None, epochs=0.5)
     result = run_experiment(cfg, work_dir=tmp_path / "w", cache_dir=tmp_path / "c", progress=False)
     assert set(result["extra_metrics"]) == {"test"} and "accuracy" in result["extra_metrics"]["test"]

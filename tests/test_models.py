@@ -17,7 +17,7 @@ from hybridft.models import (
 
 
 def test_tiny_bert_is_small_seeded_and_uses_minilm_vocab():
-    from hybridft.tasks import get_task
+    from bench.tasks import get_task
 
     task = get_task("conll2003")
     a, b, c = build_model("tiny-bert", task, 0), build_model("tiny-bert", task, 0), build_model("tiny-bert", task, 1)
@@ -29,7 +29,7 @@ def test_tiny_bert_is_small_seeded_and_uses_minilm_vocab():
 
 
 def test_building_leaves_the_global_generator_alone():
-    from hybridft.tasks import get_task
+    from bench.tasks import get_task
 
     torch.manual_seed(123)
     expected = torch.rand(3)
@@ -39,7 +39,7 @@ def test_building_leaves_the_global_generator_alone():
 
 
 def test_minilm_loads_the_packaged_weights():
-    from hybridft.tasks import get_task
+    from bench.tasks import get_task
 
     model = build_model("minilm", get_task("squad_devsplit"), 0)
     assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6
@@ -47,7 +47,7 @@ def test_minilm_loads_the_packaged_weights():
 
 
 def test_head_names_and_counts():
-    from hybridft.tasks import get_task
+    from bench.tasks import get_task
 
     model = build_model("tiny-bert", get_task("stsb"), 0)
     assert head_parameter_names(model) == ["classifier.weight", "classifier.bias"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from hybridft.scoring import prediction_share, top_class_share
-from hybridft.tasks import get_task
+from bench.scoring import prediction_share, top_class_share
+from bench.tasks import get_task
 
 
 def _reference(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
@@ -90,9 +90,9 @@ def test_no_rows_is_none_and_a_length_mismatch_is_named():
 def test_a_run_record_carries_it_for_the_eval_split_and_each_shift_set(tmp_path, data_dir):
     """One tiny run (tiny-bert, real SST-2 and one shift set): each share is what the recorded correctness and the
     subset's own labels give (binary: the prediction is the label when correct, the other class when not)."""
-    from hybridft import experiment
-    from hybridft.data import subset
-    from hybridft.shift import load, parse_spec, shift_root
+    from bench import experiment
+    from bench.data import subset
+    from bench.shift import load, parse_spec, shift_root
 
     cfg = experiment.RunConfig(task="sst2", method="plain", seed=1, model="tiny-bert", train_size=24, eval_size=16,
                                max_length=32, epochs=1.0, batch_size=8, shifts=["mpqa"], shift_size=20,

@@ -143,7 +143,7 @@ def test_span_fit_has_zero_gradient_and_beats_its_start():
 
 
 def _features(task_name, n=48, seed=0):
-    from hybridft.experiment import RunConfig, prepare_data
+    from bench.experiment import RunConfig, prepare_data
 
     cfg = RunConfig(task=task_name, method="lp", seed=seed, model="tiny-bert", train_size=n, eval_size=8,
                     dev_size=24, shifts=())  # fmt: skip
@@ -312,7 +312,7 @@ def test_bad_settings_name_the_field(kwargs, message):
 
 
 def test_removed_knobs_name_their_replacement():
-    from hybridft.methods import get_method
+    from bench.methods import get_method
 
     for method in ("hybrid", "wise_ft", "lp_ft"):
         with pytest.raises(ValueError, match=r"lp_learning_rate was removed.*lp_l2_grid"):
@@ -331,7 +331,7 @@ def test_the_probe_never_chooses_on_the_split_that_scores_the_run(tmp_path):
     """A run scored on its dev split (a learning-rate sweep) has the probe choose λ by cross-validation instead."""
     import dataclasses
 
-    from hybridft.experiment import RunConfig, prepare_data, train_context
+    from bench.experiment import RunConfig, prepare_data, train_context
 
     cfg = RunConfig(task="sst2", method="lp", seed=0, model="tiny-bert", train_size=24, eval_size=8, dev_size=16,
                     shifts=())  # fmt: skip
@@ -344,19 +344,18 @@ def test_the_probe_never_chooses_on_the_split_that_scores_the_run(tmp_path):
 def test_teacher_scores_are_computed_once_per_teacher_and_subset(tmp_path, monkeypatch):
     """Methods of one seed share their teachers: the second run's scores come from the first's, and another
     teacher (other weights) is scored anew."""
-    import hybridft.experiment as experiment
-    import hybridft.methods  # noqa: F401  (before hybridft.stages: the package's import cycle, issue 30)
-    from hybridft.experiment import RunConfig, prepare_data
+    import bench.teacher_scores as teacher_scores
+    from bench.experiment import RunConfig, prepare_data
+    from bench.teacher_scores import bench_teacher_scores
     from hybridft.models import build_model
-    from hybridft.stages import Teachers
-    from hybridft.teacher_quality import bench_teacher_scores
+    from hybridft.teachers import Teachers
 
     cfg = RunConfig(task="sst2", method="hybrid", seed=0, model="tiny-bert", train_size=24, eval_size=8, dev_size=16,
                     shifts=())  # fmt: skip
     data = prepare_data(cfg)
     calls = []
-    real = experiment.score
-    monkeypatch.setattr(experiment, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = teacher_scores.score
+    monkeypatch.setattr(teacher_scores, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
     pre, fine = build_model("tiny-bert", data.task, 11), build_model("tiny-bert", data.task, 12)
     first = bench_teacher_scores(Teachers(pre, fine, []), data, cfg, tmp_path, False)
     assert len(calls) == 4  # two teachers × (eval, dev)

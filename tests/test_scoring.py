@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from hybridft.experiment import RunConfig, prepare_data
-from hybridft.scoring import example_stats, failed_to_learn, majority_baseline, metric_from_stats
+from bench.experiment import RunConfig, prepare_data
+from bench.scoring import example_stats, failed_to_learn, majority_baseline, metric_from_stats
 
 
 def test_metric_from_stats_against_sklearn_and_scipy(seed):

@@ -1,4 +1,4 @@
-"""Shift sets (hybridft.shift): the registry, specs, schema checks, entity restriction, and RunConfig's resolution."""
+"""Shift sets (bench.shift): the registry, specs, schema checks, entity restriction, and RunConfig's resolution."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from hybridft import shift
-from hybridft.experiment import RunConfig
-from hybridft.tasks import get_task, task_names
+from bench import shift
+from bench.experiment import RunConfig
+from bench.tasks import get_task, task_names
 
 
 def _write(path, rows: dict, features=None):

@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from hybridft import experiment, shift
-from hybridft.experiment import RunConfig
-from hybridft.scoring import metric_from_stats
-from hybridft.tasks import get_task
+from bench import experiment, shift
+from bench.experiment import RunConfig
+from bench.scoring import metric_from_stats
+from bench.tasks import get_task
 
 
 def _cfg(data_dir, **kw):
@@ -98,8 +98,8 @@ def test_alpha_sweep_points_carry_shift_headlines(tmp_path, data_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["sst2", "conll2003"])
 def test_length_sorted_prediction_equals_prediction_in_order(tmp_path, data_dir, task):
+    from hybridft.fitting import predict
     from hybridft.models import build_model, load_tokenizer
-    from hybridft.training import predict
 
     spec = get_task(task)
     tokenizer = load_tokenizer("tiny-bert")

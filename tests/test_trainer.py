@@ -11,10 +11,10 @@ import copy
 import pytest
 import torch
 
+from bench.tasks import get_task
 from hybridft import HybridTrainer, HybridTrainingArguments
 from hybridft.distill import IGNORE_INDEX, INDEX_COLUMN, teacher_forward_passes
 from hybridft.models import build_model, load_tokenizer
-from hybridft.tasks import get_task
 
 MAX_LENGTH = 32
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hybridft.training import FitResult, PeakMemory, TrainSpec, training_arguments
+from hybridft.fitting import FitResult, PeakMemory, TrainSpec, training_arguments
 
 
 def test_fit_result_throughput_and_divergence():
@@ -46,7 +46,7 @@ def test_training_arguments_are_quiet_seeded_and_cpu(tmp_path):
 
 _PEAK_PROBE = """
 import json, time, torch
-from hybridft.training import PeakMemory
+from hybridft.fitting import PeakMemory
 with PeakMemory(interval_s=0.005, cpu=True) as quiet:
     pass
 with PeakMemory(interval_s=0.005, cpu=True) as busy:

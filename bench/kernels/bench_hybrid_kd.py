@@ -33,10 +33,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+from tqdm.auto import tqdm
 
 from bench.runner import torch_threads  # also imported from here by bench_linear and the speed tests
 from hybridft import hybrid_kd_loss
-from hybridft.loss import _check_scalars, reference_loss
+from hybridft.loss import reference_loss
+from hybridft.loss_checks import check_scalars
 from hybridft.provenance import collect, device_label
 
 BACKENDS = ("torch", "reference", "compiled_reference", "triton")
@@ -94,7 +97,7 @@ def setup(case: Case) -> tuple[tuple[torch.Tensor, ...], Callable[[tuple[torch.T
         alpha=case.alpha, beta=case.beta, gamma=case.gamma, temperature=case.temperature, ce_weight=case.ce_weight
     )
     if case.backend == "compiled_reference":
-        loss_fn = _compiled_reference(_check_scalars(**kwargs, ignore_index=-100, reduction="mean", backend="auto"))
+        loss_fn = _compiled_reference(check_scalars(**kwargs, ignore_index=-100, reduction="mean", backend="auto"))
     else:
 
         def loss_fn(s, p, f, y):
@@ -130,8 +133,6 @@ def time_fn(fn, inputs, device: str, *, repeats: int, warmup: int = 1) -> list[f
 
 
 def _cpu_profiler_peak(fn, inputs) -> int:
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn(inputs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -346,8 +347,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from tqdm.auto import tqdm
-
     args = parse_args(argv)
     if args.summary_only:
         print(f"wrote {write_summary(args.out)}")

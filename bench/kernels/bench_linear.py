@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from bench.kernels.bench_hybrid_kd import (
     extra_peak_bytes,
@@ -149,8 +151,6 @@ def add_ratios(rows: list[dict[str, object]]) -> None:
 
 def write_summary(csv_path: Path) -> Path:
     """Markdown table next to the CSV, generated only from its rows."""
-    import csv
-
     with csv_path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     cells: dict[tuple, dict[str, str]] = {}
@@ -231,8 +231,6 @@ def build_shapes(args) -> list[list[LinearCase]]:
 
 
 def main(argv=None) -> int:
-    from tqdm.auto import tqdm
-
     args = parse_args(argv)
     if args.summary_only:
         print(f"wrote {write_summary(args.out)}")

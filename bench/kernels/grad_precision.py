@@ -15,18 +15,19 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
+from hybridft import hybrid_kd_loss
+from hybridft.provenance import collect
+from tests._loss_cases import make_inputs
+from tests._loss_reference import hybrid_kd_reference
+
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported; ignored on a machine with CUDA tensors
 
 CASES = (("float16", 65536.0), ("float16", 32768.0), ("bfloat16", 1.0))
 
 
 def measure(backend: str, dtype_name: str, scale: float, rows: int = 256, classes: int = 384, seed: int = 1234):
-    import torch
-
-    from hybridft import hybrid_kd_loss
-    from tests._loss_cases import make_inputs
-    from tests._loss_reference import hybrid_kd_reference
-
     torch.manual_seed(seed)
     dtype = getattr(torch, dtype_name)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kernels.grad_precision", description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, default=Path("results/kernels"), help="folder for grad_precision.md")
     args = parser.parse_args(argv)
-    from hybridft.provenance import collect
 
     rows = [measure(b, d, s) for b in ("torch", "triton", "reference") for d, s in CASES]
     prov = collect()

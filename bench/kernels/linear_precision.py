@@ -20,6 +20,12 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
+from hybridft import hybrid_kd_linear_loss, hybrid_kd_loss
+from hybridft.provenance import collect
+from tests._linear_cases import linear_reference, make_heads, make_labels
+
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported; ignored on a machine with CUDA tensors
 
 CASES = (("bfloat16", 1.0), ("float16", 65536.0))
@@ -27,11 +33,6 @@ PATHS = ("fused_torch", "fused_triton", "half_logits", "fp32_logits")
 
 
 def measure(path: str, dtype_name: str, scale: float, rows=128, hidden=64, vocab=32000, seed=1234) -> dict:
-    import torch
-
-    from hybridft import hybrid_kd_linear_loss, hybrid_kd_loss
-    from tests._linear_cases import linear_reference, make_heads, make_labels
-
     torch.manual_seed(seed)
     dtype = getattr(torch, dtype_name)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -65,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=Path("results/kernels"), help="folder for linear_precision.md")
     args = parser.parse_args(argv)
-    from hybridft.provenance import collect
 
     rows = [measure(p, d, s) for d, s in CASES for p in PATHS]
     prov = collect()

@@ -3,7 +3,7 @@
     python -m bench.trainer.bench_epoch_ratio [--train-size 512] [--repeats 3] [--out results/trainer/epoch_ratio.csv]
 
 Both epochs train the same model (MiniLM by default) on the same SST-2 examples with the same batch size, learning
-rate and seed, through `hybridft.training.fit`: the plain one with the model's own loss under `Trainer`, the
+rate and seed, through `hybridft.fitting.fit`: the plain one with the model's own loss under `Trainer`, the
 distillation one with the hybrid stage's `Trainer` subclass (teacher rows fetched by index, `hybrid_kd_loss` with
 both teachers). The teacher logits are computed once before timing, as the hybrid method does. Epochs alternate
 plain/distill after one warm-up pair; the ratio is median(distill) / median(plain), with the spread of the per-pair
@@ -21,6 +21,15 @@ import statistics
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bench.experiment import RunConfig, prepare_data
+from hybridft.distill import cached_teacher_logits, rows_for, with_index
+from hybridft.fitting import TrainSpec, fit
+from hybridft.methods.distillation import fit_distillation
+from hybridft.models import build_model
+from hybridft.provenance import collect, device_label
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "results" / "trainer" / "epoch_ratio.csv"
 KEY_FIELDS = ("device_label", "model", "task", "train_size", "batch_size", "max_length")
@@ -43,16 +52,6 @@ def setup(config: EpochRatioConfig):
 
     Each fn trains a fresh copy of the start model for one epoch and returns its `FitResult`.
     """
-    from hybridft.distill import (
-        cached_teacher_logits,
-        fit_distillation,
-        rows_for,
-        with_index,
-    )
-    from hybridft.experiment import RunConfig, prepare_data
-    from hybridft.models import build_model
-    from hybridft.training import TrainSpec, fit
-
     run = RunConfig(
         task=config.task,
         method="plain",
@@ -108,8 +107,6 @@ def setup(config: EpochRatioConfig):
 
 def measure(config: EpochRatioConfig) -> dict[str, list[float]]:
     """Epoch wall times per variant: one warm-up pair, then ``repeats`` alternating pairs."""
-    from tqdm.auto import tqdm
-
     fns, _ = setup(config)
     fns["plain"](), fns["distill"]()  # warm-up: first-call allocations, lazy imports
     times: dict[str, list[float]] = {"plain": [], "distill": []}
@@ -131,8 +128,6 @@ def summarise(times: dict[str, list[float]]) -> dict[str, float]:
 
 
 def rows_for_csv(config: EpochRatioConfig, times, summary) -> list[dict]:
-    from hybridft.provenance import collect, device_label
-
     prov = collect()
     base = {
         "device_label": device_label(),

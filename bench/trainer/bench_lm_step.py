@@ -30,12 +30,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.kernels.bench_hybrid_kd import provenance_fields, write_rows
+from bench.tasks import get_task
+from hybridft.distill import IGNORE_INDEX
+from hybridft.lm_distill import LmHeadLoss, LmRows, output_head
+from hybridft.loss import hybrid_kd_loss
+from hybridft.models import build_model
+from hybridft.provenance import device_label
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "results" / "trainer" / "lm_step.csv"
 KEY_FIELDS = ("device_label", "model", "batch_size", "seq_len", "response_len", "torch_threads")
@@ -54,10 +66,6 @@ class StepCase:
 
 
 def _batch(case: StepCase, vocab: int, device):
-    import torch
-
-    from hybridft.distill import IGNORE_INDEX
-
     g = torch.Generator().manual_seed(case.seed)
     ids = torch.randint(0, vocab, (case.batch_size, case.seq_len), generator=g)
     labels = ids.clone()
@@ -68,15 +76,6 @@ def _batch(case: StepCase, vocab: int, device):
 
 def run_variant(case: StepCase, variant: str) -> dict:
     """One process's measurement of ``variant``: step times (s) and peak memory (MiB)."""
-    import resource
-
-    import torch
-
-    from hybridft.lm_distill import LmHeadLoss, LmRows, output_head
-    from hybridft.loss import hybrid_kd_loss
-    from hybridft.models import build_model
-    from hybridft.tasks import get_task
-
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     model = build_model(case.model, get_task("sst2_lm"), case.seed).to(device).train()
@@ -127,8 +126,6 @@ def run_variant(case: StepCase, variant: str) -> dict:
 
 def measure(case: StepCase, rounds: int) -> dict[str, list[dict]]:
     """``rounds`` fresh processes per variant, interleaved (module docstring)."""
-    from tqdm.auto import tqdm
-
     out: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     jobs = [(r, v) for r in range(rounds) for v in VARIANTS]
@@ -155,10 +152,6 @@ def summarise(results: dict[str, list[dict]]) -> dict[str, float]:
 
 
 def csv_rows(case: StepCase, results, summary) -> list[dict]:
-    import torch
-
-    from bench.kernels.bench_hybrid_kd import provenance_fields
-
     prov = provenance_fields()
     base = {**asdict(case), "torch_threads": torch.get_num_threads()}
     source = results["plain"][0]["memory_source"]
@@ -179,8 +172,6 @@ def csv_rows(case: StepCase, results, summary) -> list[dict]:
 
 def write_summary(path: Path, cases: list[tuple[StepCase, dict]]) -> Path:
     """A Markdown table beside the CSV: one line per response length."""
-    from hybridft.provenance import device_label
-
     lines = [
         f"# Causal-LM training step: plain vs hybrid student vs naive distillation ({device_label()})",
         "",
@@ -210,7 +201,6 @@ def main(argv=None) -> list[dict]:
         case = StepCase(**json.loads(argv[1]))
         print(json.dumps(run_variant(case, argv[2])))
         return []
-    from bench.kernels.bench_hybrid_kd import write_rows
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = StepCase()

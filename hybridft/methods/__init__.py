@@ -1,43 +1,22 @@
-"""Method registry: every fine-tuning strategy is one `Method` (config dataclass + wiring) registered by name.
+"""The library's methods: every fine-tuning strategy is one `Method` (config dataclass + wiring) registered by name
+(`hybridft.methods.registry`).
 
     from hybridft.methods import get_method, method_names
     method = get_method("lora")
     config = method.make_config({"r": 16}, learning_rate=1e-3)
 
-Adding a method means adding one module that defines a `Method` subclass and calls `register` on it, plus its
-import line below.
+Adding a method means adding one module that defines a `Method` subclass decorated with `register`, plus its import
+line below. The benchmark's own methods register from `bench.methods`.
 """
 
 from __future__ import annotations
 
-from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
-
-_REGISTRY: dict[str, Method] = {}
-
-
-def register(method_cls: type[Method]) -> type[Method]:
-    """Class decorator: make ``method_cls`` available under ``method_cls.name``."""
-    name = method_cls.name
-    if name in _REGISTRY:
-        raise ValueError(f"method {name!r} is already registered (by {type(_REGISTRY[name]).__name__})")
-    _REGISTRY[name] = method_cls()
-    return method_cls
-
-
-def get_method(name: str) -> Method:
-    """The registered method called ``name``; ValueError naming it and listing the known ones otherwise."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(method_names())}") from None
-
-
-def method_names() -> list[str]:
-    """Every registered method, in registration order."""
-    return list(_REGISTRY)
-
-
 # Registration happens on import; the order here is the order of method_names().
-from hybridft.methods import plain, matched, peft_methods, staged, hybrid, zero_shot, peft_hybrid, multitask  # noqa: E402, F401, I001
+# isort: off
+from hybridft.methods import plain, peft_methods, staged, hybrid, zero_shot  # noqa: F401
+
+# isort: on
+from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
+from hybridft.methods.registry import get_method, method_names, register
 
 __all__ = ["Method", "MethodConfig", "TrainContext", "Trained", "get_method", "method_names", "register"]

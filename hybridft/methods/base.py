@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from hybridft.training import FitResult, TrainSpec
-
-# BERT (Devlin et al. 2019, appendix A.3): Adam, lr in {5e-5, 3e-5, 2e-5}, weight decay 0.01, linear warmup over the
-# first 10% of steps. Used for full fine-tuning wherever a method fine-tunes every weight.
-FULL_FT_LR = 2e-5
-FULL_FT_WEIGHT_DECAY = 0.01
-FULL_FT_WARMUP = 0.1
+from hybridft.fitting import FitResult, TrainSpec
+from hybridft.models import build_model
+from hybridft.teachers import FULL_FT_LR, FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,7 @@ class TrainContext:
     """Everything a method needs to train on one task: data, model spec, where to write, how long."""
 
     run: Any  # the RunConfig (task, model, seed, epochs, batch sizes, max_length, ...)
-    task: Any  # hybridft.tasks.Task
+    task: Any  # bench.tasks.Task
     tokenizer: Any
     train_features: Any  # datasets.Dataset, task.preprocess(train=True)
     data_key: dict  # identifies the training features: task, split subset fingerprint, preprocessing
@@ -81,9 +77,18 @@ class TrainContext:
     # the dev split preprocessed for training (labels on): the probe chooses its L2 strength on it (None: by
     # cross-validation on the training features)
     dev_features: Any = None
+    # What only the caller's data layer can do, set by the benchmark (`bench.experiment.train_context`); None where
+    # the caller has none (the `hybridft train` command, which offers neither α='auto' nor unlabelled inputs):
+    # - ``dev_split()`` → (examples, features) of the run's dev split, preprocessed for scoring (α='auto');
+    # - ``score(model, features, examples, work_dir)`` → the task's metrics of ``model`` on them;
+    # - ``unlabelled(split, size)`` → (rows, SubsetInfo): a seeded ``size`` subset of the task's split ``split``
+    #   (the train split: the rows the run neither trains on nor holds out as dev).
+    dev_split: Callable[[], tuple[Any, Any]] | None = None
+    score: Callable[..., dict[str, float]] | None = None
+    unlabelled: Callable[[str, int | None], tuple[Any, Any]] | None = None
 
     def fit_kwargs(self, stage: str) -> dict[str, Any]:
-        """The keyword arguments of `hybridft.training.fit` that place one stage: scratch, logs, progress, name."""
+        """The keyword arguments of `hybridft.fitting.fit` that place one stage: scratch, logs, progress, name."""
         return {
             "output_dir": self.stage_dir(stage),
             "progress": self.progress,
@@ -95,8 +100,6 @@ class TrainContext:
         return self.task.collator(self.tokenizer)
 
     def build_model(self) -> torch.nn.Module:
-        from hybridft.models import build_model
-
         return build_model(self.run.model, self.task, self.run.seed)
 
     def spec(
@@ -133,7 +136,7 @@ class Trained:
     trainable_params: int
     total_params: int
     extra: dict = field(default_factory=dict)
-    # the method's teachers (`hybridft.stages.Teachers`: θ_pre, θ_fine or None), scored into the record's
+    # the method's teachers (`hybridft.teachers.Teachers`: θ_pre, θ_fine or None), scored into the record's
     # teacher_scores; None for a method that builds none
     teachers: Any = None
 

@@ -1,6 +1,6 @@
 """The hybrid method (docs/design.md §1) and its distillation ablations: `hybrid`, `kd_pre`, `kd_fine`, `hybrid_output`.
 
-1–2. LP teacher θ_pre and LP-FT teacher θ_fine (cached stages, `hybridft.stages`);
+1–2. LP teacher θ_pre and LP-FT teacher θ_fine (cached stages, `hybridft.methods.stages`, `hybridft.teachers`);
 3.   the student starts at θ_mix = α·θ_pre + (1−α)·θ_fine (weight mix), or at θ_fine for `hybrid_output`;
 4.   it trains on ce_weight·CE(z_mix, y) + β·T²·KL(p_pre ‖ p_mix) + γ·T²·KL(p_fine ‖ p_mix) through
      `hybrid_kd_loss` (regression: the MSE form in `hybridft.distill`), with the teachers' logits computed once and
@@ -33,57 +33,28 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hybridft.distill import (
-    OutputMixModel,
-    cached_teacher_logits,
-    fit_distillation,
-    rows_for,
-    with_index,
-    with_unlabelled,
-)
-from hybridft.interpolate import check_alpha, interpolate_models
-from hybridft.methods import register
+from hybridft.adamerging import SUPPORTED_KINDS, adamerge, check_kind
+from hybridft.alpha_search import check_dev_split, search_alpha
+from hybridft.distill import OutputMixModel, rows_for, with_index, with_unlabelled
+from hybridft.interpolate import interpolate_models
+from hybridft.layer_alpha import check_layer_values, group_alphas, layer_groups
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
+from hybridft.methods.distillation import fit_distillation
+from hybridft.methods.lm_hybrid import train_lm_hybrid
+from hybridft.methods.registry import register
+from hybridft.methods.stages import teacher_rows, teachers
 from hybridft.models import count_parameters
-from hybridft.stages import StageFields, teachers
-from hybridft.training import FitResult
+from hybridft.task_kinds import qa_stride
+from hybridft.teachers import StageFields, compute_device
+from hybridft.trainer_config import check_distill_fields
 
-LOSS_BACKENDS = ("auto", "triton", "torch", "reference")
 ALPHA_MODES = ("auto", "adamerging")
 ALPHA_EXPECTED = "a number in [0, 1], 'auto', 'adamerging' or a list of >= 2 numbers in [0, 1] (per-layer α)"
-
-
-def check_loss_fields(settings) -> None:
-    """ValueError naming the field of ``settings`` (a `HybridConfig` or `HybridTrainingArguments`) that is out of
-    range: α ∉ [0, 1], β, γ or ce_weight < 0, T ≤ 0, an unknown loss back end. α must be a number here: the choices
-    of `check_alpha_choice` are the bench method's (`HybridConfig` checks them itself)."""
-    owner = type(settings).__name__
-    if isinstance(settings.alpha, (str, list, tuple)):
-        raise TypeError(
-            f"{owner}.alpha must be a number in [0, 1], got {settings.alpha!r} ('auto', 'adamerging' and per-layer "
-            "lists are options of the bench's hybrid methods, HybridConfig)"
-        )
-    check_alpha(settings.alpha)
-    check_distill_fields(settings)
-
-
-def check_distill_fields(settings) -> None:
-    """`check_loss_fields` less α: β, γ, ce_weight, T and the loss back end."""
-    owner = type(settings).__name__
-    for name in ("beta", "gamma", "ce_weight"):
-        if not getattr(settings, name) >= 0:
-            raise ValueError(f"{owner}.{name} must be >= 0, got {getattr(settings, name)}")
-    if not settings.temperature > 0:
-        raise ValueError(f"{owner}.temperature must be > 0, got {settings.temperature}")
-    if settings.loss_backend not in LOSS_BACKENDS:
-        raise ValueError(f"{owner}.loss_backend must be one of {LOSS_BACKENDS}, got {settings.loss_backend!r}")
 
 
 def check_alpha_choice(config) -> None:
     """TypeError/ValueError naming ``config``'s alpha field and what it may be (`ALPHA_EXPECTED`); a list becomes a
     tuple of floats (a TOML/JSON override), so the config stays hashable."""
-    from hybridft.layer_alpha import check_layer_values
-
     owner, alpha = type(config).__name__, config.alpha
     if isinstance(alpha, str):
         if alpha not in ALPHA_MODES:
@@ -196,21 +167,17 @@ def unlabelled_features(ctx: TrainContext, config):
     """(features, SubsetInfo) of the configured unlabelled inputs, labels still on, or (None, None) without any.
 
     ``config.unlabeled_split`` names a split of the task; the train split itself means its other rows, those the
-    run neither trains on nor holds out as dev (`hybridft.experiment.training_rest`). ``unlabeled_size`` draws a
+    run neither trains on nor holds out as dev (``TrainContext.unlabelled``, `bench.experiment.unlabelled_rows`). ``unlabeled_size`` draws a
     seeded subset. ``config`` is a `HybridConfig` or a `PlainMatchedConfig` sized after one."""
     if config.unlabeled_split is None:
         return None, None
-    from hybridft.data import subset
-    from hybridft.experiment import qa_stride, training_rest
-
     task, run = ctx.task, ctx.run
     if config.unlabeled_split in task.eval_splits:
         raise ValueError(f"unlabeled_split must not be the evaluation split {config.unlabeled_split!r}")
-    if config.unlabeled_split == task.train_split:
-        source, split = training_rest(run, task), f"{task.train_split}[rest]"
-    else:
-        source, split = task.load(config.unlabeled_split, run.data_dir), config.unlabeled_split
-    raw, info = subset(source, config.unlabeled_size, run.seed, task=task.name, split=split)
+    if ctx.unlabelled is None:
+        raise ValueError("unlabeled_split: the TrainContext needs unlabelled (the benchmark sets it, "
+                         "`bench.experiment.train_context`)")  # fmt: skip
+    raw, info = ctx.unlabelled(config.unlabeled_split, config.unlabeled_size)
     extra = task.preprocess(raw, ctx.tokenizer, max_length=run.max_length, train=True, stride=qa_stride(run.max_length))
     return extra, info
 
@@ -225,95 +192,6 @@ def distill_features(ctx: TrainContext, config: HybridConfig):
     return with_index(features), info
 
 
-def _compute_device():
-    import os
-
-    import torch
-
-    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if torch.cuda.is_available() else "cpu"
-
-
-def needed_teachers(pre, fine, *, need_pre: bool, need_fine: bool) -> list:
-    """The teachers to run: those whose loss weight is not 0 (θ_fine alone when neither is)."""
-    return [m for m, need in ((pre, need_pre), (fine, need_fine)) if need] or [fine]
-
-
-def assign_teachers(computed: list, *, need_pre: bool, need_fine: bool):
-    """(θ_pre's, θ_fine's) from per-teacher results in `needed_teachers` order; a teacher that was not run takes the
-    other's (its loss weight is 0, so it only fills the argument)."""
-    return (computed[0] if need_pre else computed[-1]), (computed[-1] if need_fine else computed[0])
-
-
-def teacher_passes(models, features, collator, rows, *, device, cache_dir, key_data, batch_size, progress):
-    """Each model's cached rows on ``features`` (`cached_teacher_logits`, run on ``device``, then moved back to the
-    CPU), and the compute time recorded for them. The bench's hybrid methods and `hybridft.HybridTrainer` both run
-    their teachers through this."""
-    computed, seconds = [], 0.0
-    for model in models:
-        model.to(device)
-        values, elapsed = cached_teacher_logits(model, features, collator, rows, cache_dir=cache_dir,
-                                                key_data=key_data, batch_size=batch_size, progress=progress)  # fmt: skip
-        model.to("cpu")
-        computed.append(values)
-        seconds += elapsed
-    return computed, seconds
-
-
-def cached_teacher_passes(ctx: TrainContext, features, rows, models) -> tuple[list, float]:
-    """`teacher_passes` with a run's collator, cache, batch size and compute device."""
-    return teacher_passes(models, features, ctx.collator(), rows, device=_compute_device(), cache_dir=ctx.cache_dir,
-                          key_data=ctx.data_key, batch_size=ctx.run.eval_batch_size, progress=ctx.progress)  # fmt: skip
-
-
-def teacher_rows(ctx: TrainContext, features, rows, pre, fine, *, need_pre: bool, need_fine: bool,
-                 pre_logits=None):  # fmt: skip
-    """Cached teacher logits of θ_pre and θ_fine on ``features``; a teacher whose weight is 0 is not run (the
-    other's rows stand in, multiplied by 0). ``pre_logits``: θ_pre's rows on exactly ``features`` from the probe
-    (`hybridft.stages.Teachers.pre_logits`), so θ_pre is not run. Returns (pre_logits, fine_logits, FitResult of
-    their cost)."""
-    return probe_teacher_rows(
-        lambda models: cached_teacher_passes(ctx, features, rows, models),
-        features, pre, fine, need_pre=need_pre, need_fine=need_fine, pre_logits=pre_logits,
-    )  # fmt: skip
-
-
-def probe_teacher_rows(run_passes, features, pre, fine, *, need_pre: bool, need_fine: bool, pre_logits=None):
-    """`teacher_rows` given ``run_passes(models) -> (rows per model, seconds)``: θ_pre's rows come from
-    ``pre_logits`` when given (one matmul already done by the probe, counted here at 2·H·C per row), and only the
-    teachers left are run. The bench's methods and `hybridft.HybridTrainer` share it."""
-    if pre_logits is not None and need_pre:
-        if len(pre_logits) != len(features):
-            raise ValueError(f"the probe's θ_pre rows cover {len(pre_logits)} features, the distillation set has "
-                             f"{len(features)}: pass pre_logits only for the training features themselves")  # fmt: skip
-        run = [fine] if need_fine else []
-        computed, seconds = run_passes(run) if run else ([], 0.0)
-        fine_logits = computed[0] if need_fine else pre_logits
-        head_flops = 2.0 * pre_logits.values.numel() * pre_logits.width
-        return pre_logits, fine_logits, teacher_pass_cost(features, run, seconds, extra_flops=head_flops)
-    needed = needed_teachers(pre, fine, need_pre=need_pre, need_fine=need_fine)
-    computed, seconds = run_passes(needed)
-    pre_rows, fine_rows = assign_teachers(computed, need_pre=need_pre, need_fine=need_fine)
-    return pre_rows, fine_rows, teacher_pass_cost(features, needed, seconds)
-
-
-def teacher_pass_cost(features, models, seconds: float, extra_flops: float = 0.0) -> FitResult:
-    """The cost of one forward pass of each of ``models`` over ``features`` (their non-padding tokens, 2·P each),
-    plus ``extra_flops`` (θ_pre's rows from the probe's features)."""
-    from hybridft.batching import feature_lengths
-    from hybridft.compute import pass_parameters
-
-    tokens = sum(feature_lengths(features))
-    flops = sum(tokens * pass_parameters(model).forward_flops_per_token for model in models)
-    return FitResult(
-        train_time_s=seconds,
-        samples=len(features) * len(models),
-        training_loss=0.0,
-        stage="teacher_logits",
-        forward_tokens=tokens * len(models),
-        flops=float(flops + extra_flops),
-    )
-
-
 @register
 class Hybrid(Method):
     name = "hybrid"
@@ -323,8 +201,6 @@ class Hybrid(Method):
     def applies_to(self, task, config) -> bool:
         """Any kind with a number for α; "auto" and a per-layer list not on a causal LM; AdaMerging only where
         predictions are distributions (`hybridft.adamerging.SUPPORTED_KINDS`)."""
-        from hybridft.adamerging import SUPPORTED_KINDS
-
         if not super().applies_to(task, config):
             return False
         if config.alpha == "adamerging":
@@ -334,8 +210,6 @@ class Hybrid(Method):
     def train(self, ctx: TrainContext, config: HybridConfig) -> Trained:
         self.check_alpha_for(ctx, config)
         if ctx.task.kind == "causal_lm":  # distils through the LM heads from cached hidden states
-            from hybridft.lm_distill import train_lm_hybrid
-
             return train_lm_hybrid(self, ctx, config)
         pair = teachers(ctx, config)
         features, unlabelled = distill_features(ctx, config)
@@ -386,12 +260,8 @@ class Hybrid(Method):
                 f"{alpha!r}: 'auto', 'adamerging' and per-layer lists are built for encoder tasks"
             )
         if alpha == "auto":
-            from hybridft.alpha_search import check_dev_split
-
             check_dev_split(ctx.run)
         if alpha == "adamerging":
-            from hybridft.adamerging import check_kind
-
             check_kind(task.kind, task.name)
 
     def choose_alpha(self, ctx: TrainContext, pair, config: HybridConfig):
@@ -401,20 +271,15 @@ class Hybrid(Method):
         if isinstance(alpha, (int, float)):
             return alpha, [], None
         if alpha == "auto":
-            from hybridft.alpha_search import search_alpha
-
             search = search_alpha(ctx, lambda a: self.candidate(pair, a))
             for model in (pair.pre, pair.fine):  # scoring may have moved a teacher to the compute device
                 model.to("cpu")
             return search.chosen, [search.fit], search.to_dict()
-        from hybridft.layer_alpha import group_alphas, layer_groups
 
         if alpha == "adamerging":
-            from hybridft.adamerging import adamerge
-
             learned = adamerge(pair.pre, pair.fine, ctx.train_features, ctx.collator(), kind=ctx.task.kind,
                                steps=config.adamerging_steps, lr=config.adamerging_lr, batch_size=ctx.run.batch_size,
-                               seed=ctx.run.seed, device=_compute_device(), progress=ctx.progress)  # fmt: skip
+                               seed=ctx.run.seed, device=compute_device(), progress=ctx.progress)  # fmt: skip
             record = {"mode": "adamerging", "per_group": learned.per_group, "entropy_start": learned.entropy_start,
                       "entropy_end": learned.entropy_end, "steps": config.adamerging_steps, "lr": config.adamerging_lr}  # fmt: skip
             return learned.alphas, [learned.fit], record

@@ -10,12 +10,27 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from hybridft.methods import register
+import transformers
+
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
 from hybridft.methods.plain import train_whole_model
+from hybridft.methods.registry import register
 from hybridft.models import head_module_names, head_parameter_names, seeded
 
 ADAPTER_ARCHITECTURES = ("seq_bn", "double_seq_bn")
+ADAPTERS_EXTRA = "pip install 'hybridft[adapters]'"
+
+
+def adapters_missing() -> str | None:
+    """Why the `adapter` method cannot run in this environment, or None when it can. AdapterHub's `adapters` is an
+    optional extra: its 1.3 release (the latest) imports on transformers 4.x only."""
+    try:
+        import adapters  # noqa: F401, PLC0415  heavy optional: adapters
+    except Exception as err:  # not installed, or installed beside a transformers it does not import on
+        return (f"method 'adapter' needs AdapterHub's `adapters` package ({ADAPTERS_EXTRA}), which imports on "
+                f"transformers < 5; this environment has transformers {transformers.__version__}, and importing "
+                f"adapters failed: {type(err).__name__}: {err}")  # fmt: skip
+    return None
 
 
 @dataclass(frozen=True)
@@ -43,8 +58,15 @@ class Adapter(Method):
     name = "adapter"
     config_class = AdapterMethodConfig
 
+    def check_run(self, task, config) -> None:
+        """Refused before any training where `adapters` does not import (`adapters_missing`)."""
+        super().check_run(task, config)
+        reason = adapters_missing()
+        if reason is not None:
+            raise ImportError(reason)
+
     def train(self, ctx: TrainContext, config: AdapterMethodConfig) -> Trained:
-        import adapters
+        import adapters  # noqa: PLC0415  heavy optional: adapters
 
         model = ctx.build_model()
         # A causal LM's head is its pretrained (tied) LM head: it stays frozen with the rest. Any other task's head
@@ -86,7 +108,7 @@ CAUSAL_LM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 class LoraFields:
     """The LoRA adapter's own settings (Hu et al. 2022): rank 8 on the attention query and value projections;
     lora_alpha 16 (scale α/r = 2) as in PEFT's sequence-classification examples (the paper's RoBERTa runs use
-    α = r = 8); dropout 0.1. Shared by `lora` and the LoRA-delta hybrid (`hybridft.methods.peft_hybrid`)."""
+    α = r = 8); dropout 0.1. Shared by `lora` and the LoRA-delta hybrid (`bench.methods.peft_hybrid`)."""
 
     r: int = 8
     lora_alpha: float = 16
@@ -115,7 +137,7 @@ class LoraFields:
     def peft_config(self, model, kind: str):
         """PEFT's `LoraConfig` for ``model`` on a task of ``kind``: the task head (new for the task) is trained in
         full through ``modules_to_save``; a causal LM's head is pretrained (and tied), so it is not."""
-        from peft import LoraConfig
+        from peft import LoraConfig  # noqa: PLC0415  heavy optional: peft
 
         return LoraConfig(
             task_type=PEFT_TASK_TYPES[kind],
@@ -128,7 +150,7 @@ class LoraFields:
 
     def wrap(self, model, kind: str, seed: int):
         """``model`` with a fresh LoRA adapter (its A matrices drawn from ``seed``), trainable: LoRA and the head."""
-        from peft import get_peft_model
+        from peft import get_peft_model  # noqa: PLC0415  heavy optional: peft
 
         with seeded(seed):  # LoRA's A matrices are drawn at wrapping time
             return get_peft_model(model, self.peft_config(model, kind))

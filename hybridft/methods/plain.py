@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hybridft.methods import register
+from hybridft.fitting import fit
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
+from hybridft.methods.registry import register
+from hybridft.methods.stages import full_fine_tune
 from hybridft.models import count_parameters
-from hybridft.training import fit
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,6 @@ class Plain(Method):
 
     def train(self, ctx: TrainContext, config: PlainConfig) -> Trained:
         if ctx.task.kind == "causal_lm":  # the cached full fine-tune the hybrid family's θ_fine shares
-            from hybridft.stages import full_fine_tune
-
             model, result, _ = full_fine_tune(ctx, config.learning_rate, None, config.weight_decay,
                                               config.warmup_ratio)  # fmt: skip
             trainable, total = count_parameters(model)

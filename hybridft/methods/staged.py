@@ -4,7 +4,7 @@
 - `lp_ft`: LP then full fine-tuning from the probe (Kumar et al. 2022) (stages 1–2).
 - `wise_ft`: the WiSE-FT weight-space mix α·θ_pre + (1−α)·θ_fine of those two (Wortsman et al. 2022) (stages 1–3).
 
-The stages come from `hybridft.stages`, cached and shared with the hybrid method, so at equal settings each of
+The stages come from `hybridft.methods.stages`, `hybridft.teachers`, cached and shared with the hybrid method, so at equal settings each of
 these costs only what the cache does not hold yet.
 """
 
@@ -14,20 +14,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hybridft.interpolate import check_alpha, interpolate_models
-from hybridft.methods import register
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
+from hybridft.methods.registry import register
+from hybridft.methods.stages import fine_tune_from, linear_probe, teachers
 from hybridft.models import count_parameters, head_parameter_names
 from hybridft.probe import DEFAULT_FOLDS, DEFAULT_L2_GRID
-from hybridft.stages import (
-    REMOVED_LP_FIELDS,
-    StageFields,
-    Teachers,
-    check_probe_fields,
-    fine_tune_from,
-    linear_probe,
-    probe_settings,
-    teachers,
-)
+from hybridft.teachers import REMOVED_LP_FIELDS, StageFields, Teachers, check_probe_fields, probe_settings
 
 
 @dataclass(frozen=True)

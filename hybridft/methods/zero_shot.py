@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hybridft.methods import register
 from hybridft.methods.base import Method, MethodConfig, TrainContext, Trained
+from hybridft.methods.registry import register
 from hybridft.models import count_parameters
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from bench import profiles as prof
-from hybridft.experiment import RunConfig
+from bench.experiment import RunConfig
 
 ALL_METHODS = ("plain", "plain_matched", "adapter", "lora", "hybrid", "hybrid_output", "lp", "lp_ft", "wise_ft",
                "kd_pre", "kd_fine", "lora_matched", "hybrid_lora", "hybrid_auto", "hybrid_layers", "hybrid_adamerging",
@@ -48,7 +48,7 @@ def test_shipped_profiles_load_and_say_what_they_cover():
 
 
 def test_causal_lm_profiles_cover_every_lm_method():
-    from hybridft.tasks import get_task
+    from bench.tasks import get_task
 
     smoke, quick = prof.load_profile("llm-smoke"), prof.load_profile("llm-quick")
     assert smoke.models == ("tiny-llama",) and quick.models == ("smollm2",)
@@ -80,7 +80,7 @@ STAGED = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine")
 def test_one_budget_rule_and_one_teacher_recipe_per_task(name):
     """Every method of a (model, task) gets the same epochs, max length and batch size (lora_paper excepted, by
     name); every teacher-stage method the same LP-FT teacher; plain_matched the hybrid stages' epochs."""
-    from hybridft.methods import get_method
+    from bench.methods import get_method
 
     p = prof.load_profile(name)
     for spec in prof.build_matrix(p, tasks=p.tasks):
@@ -205,7 +205,7 @@ def test_matrix_is_complete_ordered_and_keyed():
 
 
 def test_data_dir_selects_the_offline_tasks_and_does_not_change_keys(data_dir):
-    from hybridft.tasks import offline_task_names
+    from bench.tasks import offline_task_names
 
     smoke = prof.load_profile("smoke")
     with_dir = prof.build_matrix(smoke, data_dir=data_dir, config_factory=RunConfig)
@@ -251,7 +251,7 @@ def test_bad_shard_text_is_named(text):
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "paper", "ablations", "curves", "llm-paper"])
 def test_every_profile_run_has_a_valid_method_config(name):
-    from hybridft.methods import get_method
+    from bench.methods import get_method
 
     specs = prof.build_matrix(prof.load_profile(name), config_factory=RunConfig)
     for spec in specs:

@@ -9,7 +9,7 @@ import statistics
 import numpy as np
 import pytest
 
-from bench import stats, tables
+from bench import stats, table_core, tables
 from tests.bench.synthetic import make_record
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -312,7 +312,7 @@ def test_difference_table_bolds_only_holm_significant_t_intervals():
                 _, (low, high), p = _t_reference(
                     [100 * (m["headline"] - b["headline"]) for m, b in zip(mine, base, strict=True)]
                 )
-                assert row[j].strip("*").endswith(f"[{tables._signed(low)}, {tables._signed(high)}]")
+                assert row[j].strip("*").endswith(f"[{table_core.fmt_signed(low)}, {table_core.fmt_signed(high)}]")
                 assert row[j + 1].startswith("[") and row[j + 1].endswith("]")
                 cells_.append(row[j])
                 ps.append(p)
@@ -387,7 +387,7 @@ def test_two_renders_are_byte_identical():
     records = _suite()
     first = tables.render(records)
     assert tables.render(list(reversed(records))) == first
-    assert set(first) == set(tables.TABLE_FILES) and "Compute $\\times$plain" in first["table.tex"]
+    assert set(first) == set(table_core.TABLE_FILES) and "Compute $\\times$plain" in first["table.tex"]
 
 
 def test_null_peak_memory_shows_a_dash():

@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from bench import records as rec
-from bench import tables
+from bench import table_core, tables
 from bench.render import latex_escape
 from tests.bench.synthetic import make_record
 
@@ -68,9 +68,9 @@ def test_regeneration_is_byte_identical_and_order_free(tmp_path):
     for r in rows:
         rec.append_record(tmp_path / "runs.jsonl", r)
     tables.write_all(tmp_path, plots=False)
-    first = {n: (tmp_path / n).read_bytes() for n in tables.TABLE_FILES}
+    first = {n: (tmp_path / n).read_bytes() for n in table_core.TABLE_FILES}
     tables.write_all(tmp_path, plots=False)
-    assert {n: (tmp_path / n).read_bytes() for n in tables.TABLE_FILES} == first
+    assert {n: (tmp_path / n).read_bytes() for n in table_core.TABLE_FILES} == first
     shuffled = tmp_path / "shuffled"
     random.Random(0).shuffle(rows)
     for r in rows[:5]:
@@ -78,7 +78,7 @@ def test_regeneration_is_byte_identical_and_order_free(tmp_path):
     for r in rows[5:]:
         rec.append_record(shuffled / rec.runs_filename((2, 2)), r)
     tables.write_all(shuffled, plots=False)
-    assert {n: (shuffled / n).read_bytes() for n in tables.TABLE_FILES} == first
+    assert {n: (shuffled / n).read_bytes() for n in table_core.TABLE_FILES} == first
 
 
 def test_check_mode_detects_a_stale_table(tmp_path, capsys):
@@ -154,7 +154,7 @@ def test_latex_escaping(text, latex):
 
 
 def test_human_counts():
-    assert [tables.human_count(n) for n in (124_647_170, 2_057_666, 150_000, 4_200, 12)] == [
+    assert [table_core.human_count(n) for n in (124_647_170, 2_057_666, 150_000, 4_200, 12)] == [
         "125M", "2.1M", "0.15M", "4.2K", "12"]  # fmt: skip
 
 

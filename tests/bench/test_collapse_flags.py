@@ -124,7 +124,7 @@ def test_attach_labels_derives_the_share_and_the_tables_mark_and_count_it():
 
 
 def test_the_record_flag_and_the_library_rule_agree():
-    from hybridft import scoring
+    from bench import scoring
 
     r = _regression(2, 0.03)
     assert scoring.collapsed(r["eval_stats"], None) is True is stats.collapsed(r)

@@ -20,9 +20,9 @@ EVAL_SIZE, SHIFT_SIZE = 20, 15
 
 def _subsets(data_dir) -> dict[str, dict]:
     """The subset descriptions a run records, computed by the project's own code."""
-    from hybridft import shift
-    from hybridft.data import subset
-    from hybridft.tasks import get_task
+    from bench import shift
+    from bench.data import subset
+    from bench.tasks import get_task
 
     task = get_task("sst2")
     _, eval_info = subset(task.load("validation", data_dir), EVAL_SIZE, 0, task="sst2", split="validation")
@@ -157,9 +157,9 @@ def test_bad_arguments_are_named(tmp_path, data_dir, capsys):
 
 def test_a_run_scored_on_its_dev_split_gets_the_dev_labels(tmp_path, data_dir, seed):
     """A learning-rate sweep's run: its evaluation subset is drawn from the dev split held out of the train split."""
-    from hybridft.data import subset
-    from hybridft.experiment import split_dev
-    from hybridft.tasks import get_task
+    from bench.data import subset
+    from bench.experiment import split_dev
+    from bench.tasks import get_task
 
     task = get_task("sst2")
     _, dev, dev_info = split_dev(task.load("train", data_dir), 40, 3, task="sst2", split="train")

@@ -122,7 +122,7 @@ def test_two_concurrent_local_shards_on_one_folder(data_dir, tmp_path, local_run
 
 def test_jobs_are_the_model_task_seed_groups_in_matrix_order():
     from bench import profiles as prof
-    from bench.executors import groups
+    from bench.runner import groups
 
     specs = prof.build_matrix(prof.load_profile("smoke"), tasks=["sst2", "rte"], methods=["plain", "hybrid"])
     jobs = groups(specs)

@@ -12,7 +12,7 @@ import pytest
 from bench import lr_sweep
 from bench import profiles as prof
 from bench import records as rec
-from hybridft.methods import get_method
+from bench.methods import get_method
 
 SWEEP = Path(__file__).resolve().parents[2] / "results" / "lr_sweep"
 EDGES = SWEEP.parent / "lr_sweep_edges"

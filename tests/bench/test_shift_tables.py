@@ -9,7 +9,7 @@ import statistics
 import numpy as np
 import pytest
 
-from bench import plots, readme, shift_tables, stats, tables
+from bench import plots, readme, shift_tables, stats, table_core, tables
 from bench import records as rec
 from tests.bench.synthetic import make_record
 
@@ -157,8 +157,8 @@ def test_ood_difference_table_agrees_with_the_statistics(seed):
     views = shift_tables.column_runs(runs, "sst2", "mpqa")
     d = stats.paired_difference([r for r in views if r["method"] == "hybrid"],
                                 [r for r in views if r["method"] == "plain"], n_boot=200)  # fmt: skip
-    assert row[header.index("SST-2 mpqa (exploratory) t-interval")].strip("*") == tables.t_text(d)
-    assert row[header.index("SST-2 mpqa (exploratory) bootstrap (examples)")] == tables.boot_text(d)
+    assert row[header.index("SST-2 mpqa (exploratory) t-interval")].strip("*") == table_core.t_text(d)
+    assert row[header.index("SST-2 mpqa (exploratory) bootstrap (examples)")] == table_core.boot_text(d)
     assert "SST-2 OOD avg t-interval" in header and "SST-2 ID t-interval" in header  # planned: not exploratory
     assert row[header.index("CoNLL-2003 wnut17 (exploratory) bootstrap (examples)")] == "–"  # no eval_stats there
     assert row[header.index("CoNLL-2003 wnut17 (exploratory) t-interval")].strip("*").startswith(("+", "-", "0"))

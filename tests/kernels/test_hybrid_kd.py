@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from hybridft import hybrid_kd_loss
-from hybridft.loss import _check_scalars
+from hybridft.loss_checks import check_scalars
 from tests._loss_cases import DTYPE_TOLS, assert_matches, bad_calls, make_inputs, masked_inputs, run_backend
 from tests._loss_reference import hybrid_kd_reference
 
@@ -32,7 +32,7 @@ def kernel_params(**kwargs):
     args = {"alpha": 0.0, "beta": 1.0, "gamma": 1.0, "temperature": 1.0, "ce_weight": 1.0, "ignore_index": -100}
     args.update(kwargs)
     reduction = args.pop("reduction", "mean")
-    return _check_scalars(*args.values(), reduction, "triton")
+    return check_scalars(*args.values(), reduction, "triton")
 
 
 def run_kernel(s, p, f, labels, grad_output=None, block_size=BLOCK, **kwargs):

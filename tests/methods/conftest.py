@@ -18,7 +18,7 @@ MAX_LENGTH = 64
 
 
 def tiny_run(task: str, method: str, data_dir, **overrides):
-    from hybridft.experiment import RunConfig
+    from bench.experiment import RunConfig
 
     fields = dict(
         task=task,
@@ -38,7 +38,7 @@ def tiny_run(task: str, method: str, data_dir, **overrides):
 
 @functools.lru_cache(maxsize=8)
 def _prepared(task: str, data_dir: str):
-    from hybridft.experiment import prepare_data
+    from bench.experiment import prepare_data
 
     return prepare_data(tiny_run(task, "plain", data_dir))
 
@@ -54,7 +54,7 @@ def make_context(data_dir, stage_cache, tmp_path):
     """``make_context(task, method="plain", **run_overrides)`` → (TrainContext, PreparedData)."""
 
     def make(task: str, method: str = "plain", **overrides):
-        from hybridft.experiment import train_context
+        from bench.experiment import train_context
 
         cfg = tiny_run(task, method, data_dir, **overrides)
         data = _prepared(task, str(data_dir))

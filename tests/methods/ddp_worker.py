@@ -25,17 +25,13 @@ def _no_dropout(model):
 
 
 def run_stage(out: Path, data_dir: str, cache_dir: Path, batch_size: int) -> dict:
-    from hybridft.data import subset
-    from hybridft.distill import (
-        cached_teacher_logits,
-        fit_distillation,
-        rows_for,
-        with_index,
-    )
+    from bench.data import subset
+    from bench.tasks import get_task
+    from hybridft.distill import cached_teacher_logits, rows_for, with_index
+    from hybridft.fitting import TrainSpec
     from hybridft.interpolate import interpolate_models
+    from hybridft.methods.distillation import fit_distillation
     from hybridft.models import build_model, load_tokenizer
-    from hybridft.tasks import get_task
-    from hybridft.training import TrainSpec
 
     task, tokenizer = get_task("sst2"), load_tokenizer("tiny-bert")
     raw, _ = subset(task.load("train", data_dir), TRAIN_SIZE, 0, task="sst2", split="train")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hybridft.experiment import DEFAULT_ALPHAS, run_experiment
-from hybridft.methods import get_method
+from bench.experiment import DEFAULT_ALPHAS, run_experiment
+from bench.methods import get_method
 
 from .conftest import tiny_run
 
@@ -68,7 +68,7 @@ def test_hybrid_output_takes_a_number_or_auto_only(alpha):
 
 @pytest.mark.parametrize("alpha", ["auto", [0.1, 0.9]])
 def test_the_trainer_arguments_stay_float_only(alpha, tmp_path):
-    from hybridft.trainer_args import HybridTrainingArguments
+    from hybridft.trainer_config import HybridTrainingArguments
 
     with pytest.raises(TypeError, match=r"HybridTrainingArguments\.alpha must be a number in \[0, 1\]"):
         HybridTrainingArguments(output_dir=str(tmp_path), alpha=alpha)
@@ -183,9 +183,9 @@ def test_a_number_keeps_the_stages_and_records_of_before(make_context, stage_cac
 
 
 def _dev_tokens(cfg) -> int:
-    from hybridft.experiment import qa_stride, split_dev
+    from bench.experiment import qa_stride, split_dev
+    from bench.tasks import get_task
     from hybridft.models import load_tokenizer
-    from hybridft.tasks import get_task
 
     task = get_task(cfg.task)
     _, dev, _ = split_dev(task.load(task.train_split, cfg.data_dir), cfg.dev_size, cfg.seed, task=task.name,
@@ -205,8 +205,8 @@ def _check_pick(record):
 
 
 def test_auto_picks_the_best_dev_alpha_and_counts_its_passes(data_dir, tmp_path, make_context):
+    from bench.tasks import get_task
     from hybridft.models import build_model
-    from hybridft.tasks import get_task
 
     cache = tmp_path / "cache"
     two_p = 2 * _non_embedding_parameters(build_model("tiny-bert", get_task("sst2"), 3))
@@ -246,7 +246,7 @@ def test_adamerging_lowers_the_entropy_within_bounds_reproducibly(task, kind, ma
     import copy
 
     from hybridft.adamerging import adamerge
-    from hybridft.stages import teachers
+    from hybridft.methods.stages import teachers
 
     ctx, _ = make_context(task, "hybrid")
     pair = teachers(ctx, get_method("hybrid").make_config())
@@ -280,7 +280,7 @@ def test_adamerging_lowers_the_entropy_within_bounds_reproducibly(task, kind, ma
 
 
 def test_adamerging_run_records_its_stage_and_starts_the_student_from_the_learned_mix(make_context):
-    from hybridft.stages import teachers
+    from hybridft.methods.stages import teachers
 
     ctx, _ = make_context("sst2", "hybrid", epochs=0.4)
     hybrid = get_method("hybrid")

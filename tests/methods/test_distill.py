@@ -13,14 +13,14 @@ from hybridft.distill import (
     TeacherLogits,
     TokenRows,
     cached_teacher_logits,
-    fit_distillation,
     loss_for,
     regression_kd_loss,
     rows_for,
     teacher_forward_passes,
     with_index,
 )
-from hybridft.training import TrainSpec, fit
+from hybridft.fitting import TrainSpec, fit
+from hybridft.methods.distillation import fit_distillation
 
 
 class _Out:
@@ -69,9 +69,9 @@ def test_token_rows_are_the_first_subwords_only(seed):
 
 
 def test_token_rows_collator_pads_the_mask_and_hides_it_from_the_task_collator(data_dir):
-    from hybridft.data import subset
+    from bench.data import subset
+    from bench.tasks import get_task
     from hybridft.models import load_tokenizer
-    from hybridft.tasks import get_task
 
     task, tokenizer = get_task("conll2003"), load_tokenizer("tiny-bert")
     examples = subset(task.load("train", data_dir), 9, 0, task="conll2003", split="train")[0]
@@ -358,6 +358,7 @@ def test_conll_distillation_with_unlabelled_features_distils_every_word(make_con
     from datasets import concatenate_datasets
 
     import hybridft.distill as distill
+    import hybridft.methods.distillation as distillation
 
     ctx, _ = make_context("conll2003")
     labelled = ctx.train_features.select(range(8))
@@ -370,7 +371,7 @@ def test_conll_distillation_with_unlabelled_features_distils_every_word(make_con
         calls.append((student.shape[0], pre.shape[0], fine.shape[0], labels.clone()))
         return real(student, pre, fine, labels, **kwargs)
 
-    monkeypatch.setattr(distill, "loss_for", lambda kind: recording)
+    monkeypatch.setattr(distillation, "loss_for", lambda kind: recording)
     student = ctx.build_model()
     seen_kwargs = set()
     student.register_forward_pre_hook(lambda module, args, kwargs: seen_kwargs.update(kwargs), with_kwargs=True)
@@ -391,7 +392,7 @@ def test_conll_distillation_with_unlabelled_features_distils_every_word(make_con
 def test_plain_training_and_predict_ignore_the_kd_mask_column(make_context, remove_unused_columns):
     """Plain `fit` and `predict` on CoNLL features that carry ``kd_mask``: the Trainer's column filter or the task
     collator keeps it away from the model."""
-    from hybridft.training import predict
+    from hybridft.fitting import predict
 
     ctx, data = make_context("conll2003")
     assert "kd_mask" in ctx.train_features.column_names and "kd_mask" in data.eval_features.column_names
@@ -417,7 +418,7 @@ def test_plain_training_and_predict_ignore_the_kd_mask_column(make_context, remo
 
 def test_the_bench_distils_through_the_public_trainer(make_context, monkeypatch):
     """One distillation path: a bench hybrid run trains through `HybridTrainer`, handed its prepared teachers."""
-    from hybridft.methods import get_method
+    from bench.methods import get_method
     from hybridft.trainer import HybridTrainer
 
     built = []

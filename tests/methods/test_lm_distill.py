@@ -19,7 +19,8 @@ from hybridft.lm_distill import (
     response_mask,
     student_flops,
 )
-from hybridft.loss import LossParams, reference_loss
+from hybridft.loss import reference_loss
+from hybridft.loss_checks import LossParams
 
 VOCAB = 97
 
@@ -170,7 +171,7 @@ def test_compute_counts_the_tied_head_once_and_student_rows_by_hand(seed):
 
 
 def test_lm_matched_epochs_by_hand(seed):
-    from hybridft.methods.matched import PlainMatchedConfig
+    from bench.methods.matched import PlainMatchedConfig
 
     model, features = _tiny_llama(seed), _features(seed)
     head, body = head_and_body(model)

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from hybridft.experiment import RunConfig, alpha_sweep, run_experiment
-from hybridft.methods import get_method, method_names
+from bench.experiment import RunConfig, alpha_sweep, run_experiment
+from bench.methods import get_method, method_names
 
 LM_METHODS = [m for m in method_names() if get_method(m).supports("causal_lm")]
 

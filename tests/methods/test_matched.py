@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from hybridft.experiment import run_experiment
-from hybridft.methods import get_method
-from hybridft.methods.matched import PlainMatchedConfig, matched_epochs, whole_steps
+from bench.experiment import run_experiment
+from bench.methods import get_method
+from bench.methods.matched import PlainMatchedConfig, matched_epochs, whole_steps
+from bench.tasks import get_task
 from hybridft.models import build_model, head_parameter_names
-from hybridft.tasks import get_task
 
 from .conftest import tiny_run
 
@@ -90,8 +90,8 @@ def test_with_unlabelled_inputs_the_match_counts_their_teacher_passes_and_studen
 
 
 def test_training_rest_is_the_train_split_outside_the_subset_and_the_dev_split(data_dir):
-    from hybridft.data import subset
-    from hybridft.experiment import split_dev, training_rest
+    from bench.data import subset
+    from bench.splits import split_dev, training_rest
 
     task = get_task("sst2")
     cfg = tiny_run("sst2", "hybrid", data_dir, train_size=300, dev_size=100)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from hybridft.methods import get_method, method_names
+from bench.methods import get_method, method_names
 
 ALL = ["plain", "plain_matched", "adapter", "lora", "lora_paper", "lp", "lp_ft", "wise_ft", "hybrid", "kd_pre",
        "kd_fine", "hybrid_output", "zero_shot", "hybrid_lora", "lora_matched", "plain_multitask", "hybrid_multitask"]  # fmt: skip
@@ -87,3 +87,17 @@ def test_invalid_configs_are_rejected(name, args, message):
 
 def test_list_overrides_become_tuples():
     assert get_method("lora").make_config({"target_modules": ["query", "key"]}).target_modules == ("query", "key")
+
+
+def test_adapter_is_refused_before_training_where_adapters_does_not_import(monkeypatch):
+    """`adapters` is an optional extra (it does not import on transformers 5): without it the bench's adapter runs
+    are refused at `check_run`, before any training, naming the extra and the transformers version it needs."""
+    import sys
+
+    from bench.tasks import get_task
+
+    method = get_method("adapter")
+    config = method.make_config()
+    monkeypatch.setitem(sys.modules, "adapters", None)
+    with pytest.raises(ImportError, match=r"hybridft\[adapters\].*transformers < 5; this environment has transformers"):
+        method.check_run(get_task("sst2"), config)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hybridft.experiment import RunConfig, prepare_data, run_experiment, train_context
-from hybridft.methods import get_method
-from hybridft.multitask import TASK_COLUMN, MultiTaskModel, MultiTaskRows, joint_features
+from bench.experiment import RunConfig, prepare_data, run_experiment, train_context
+from bench.joint_tasks import TASK_COLUMN, MultiTaskModel, MultiTaskRows, joint_features
+from bench.methods import get_method
 
 TASKS = ("sst2", "mrpc")
 
@@ -141,9 +141,9 @@ def test_plain_multitask_trains_once_for_every_task_of_the_list(data_dir, tmp_pa
     assert first["method_extra"]["task_rows"] == {"sst2": 32, "mrpc": 32}
     assert 0 < first["trainable_params"] <= first["total_params"] < first["method_extra"]["joint_total_params"]
     # FLOPs: every token through the encoder and one head, as a single-task model's full fine-tuning pass
+    from bench.tasks import get_task
     from hybridft.compute import pass_parameters
     from hybridft.models import build_model
-    from hybridft.tasks import get_task
 
     per_token = pass_parameters(build_model("tiny-bert", get_task("sst2"), 3)).train_flops_per_token
     assert first["train_flops"] == first["train_tokens"] * per_token
@@ -164,9 +164,9 @@ def test_plain_multitask_trains_once_for_every_task_of_the_list(data_dir, tmp_pa
 
 @pytest.mark.slow
 def test_hybrid_multitask_student_starts_at_the_weight_mix_and_is_shared(data_dir, tmp_path, monkeypatch):
-    import hybridft.methods.multitask as module
+    import bench.methods.multitask as module
+    from bench.tasks import get_task
     from hybridft.models import build_model
-    from hybridft.tasks import get_task
 
     captured = {}
     real_passes, real_fit = module.teacher_passes, module.fit_distillation

@@ -8,9 +8,9 @@ import copy
 import pytest
 import torch
 
-from hybridft.experiment import run_experiment
-from hybridft.methods import get_method
-from hybridft.methods.peft_hybrid import (
+from bench.experiment import run_experiment
+from bench.methods import get_method
+from bench.methods.peft_hybrid import (
     AdapterDisabled,
     LoraMatchedConfig,
     lora_matched_epochs,
@@ -18,8 +18,8 @@ from hybridft.methods.peft_hybrid import (
     mix_in_place,
     saved_heads,
 )
+from bench.tasks import get_task
 from hybridft.models import build_model, head_parameter_names
-from hybridft.tasks import get_task
 
 from .conftest import tiny_run
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from hybridft.experiment import alpha_sweep, run_experiment
-from hybridft.methods import get_method, method_names
+from bench.experiment import alpha_sweep, run_experiment
+from bench.methods import get_method, method_names
 from hybridft.models import head_parameter_names
 
 from .conftest import TASKS, tiny_run
@@ -47,7 +47,7 @@ RESULT_KEYS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_every_method_trains_and_evaluates(task, data_dir, stage_cache, tmp_path):
-    from hybridft.tasks import get_task
+    from bench.tasks import get_task
 
     for method in method_names():
         if not get_method(method).supports(get_task(task).kind):

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from hybridft.metrics import load
+from bench.metrics import load
 
 
 def _labels(seed, n, classes):

@@ -1,4 +1,4 @@
-"""hybridft.metrics.load: names, and loading from an installed, read-only copy with an empty modules cache."""
+"""bench.metrics.load: names, and loading from a read-only copy of the bench package with an empty modules cache."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import hybridft
-from hybridft.metrics import METRIC_NAMES, load, module_path
+import bench
+from bench.metrics import METRIC_NAMES, load, module_path
 
 
 def test_unknown_metric_names_the_known_ones():
@@ -28,11 +28,11 @@ def test_module_scripts_live_in_their_packages():
 
 def test_loads_from_a_read_only_install_with_a_fresh_cache(tmp_path):
     site = tmp_path / "site"
-    shutil.copytree(Path(hybridft.__file__).parent, site / "hybridft", ignore=shutil.ignore_patterns("__pycache__"))
-    for path in (site / "hybridft").rglob("*"):
+    shutil.copytree(Path(bench.__file__).parent, site / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (site / "bench").rglob("*"):
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     code = (
-        "import hybridft.metrics as m, sys; assert m.__file__.startswith(sys.argv[1]), m.__file__; "
+        "import bench.metrics as m, sys; assert m.__file__.startswith(sys.argv[1]), m.__file__; "
         "print(m.load('glue', 'mrpc').compute(predictions=[1, 0, 1], references=[1, 1, 1])['f1']); "
         "print(m.load('squad').compute(predictions=[{'id': 'a', 'prediction_text': 'The cat'}], "
         "references=[{'id': 'a', 'answers': {'text': ['cat'], 'answer_start': [0]}}])['exact_match']); "
@@ -54,7 +54,7 @@ def test_loads_from_a_read_only_install_with_a_fresh_cache(tmp_path):
             check=False,
         )
     finally:  # let pytest clean the copy up
-        for path in (site / "hybridft").rglob("*"):
+        for path in (site / "bench").rglob("*"):
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["0.8", "100.0", "1.0"]

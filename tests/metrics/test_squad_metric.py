@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from hybridft.metrics import load
+from bench.metrics import load
 
 
 def _official_normalize(s):

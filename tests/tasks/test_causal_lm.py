@@ -12,10 +12,10 @@ import pytest
 import torch
 from datasets import Dataset
 
+from bench.scoring import example_stats, majority_baseline, metric_from_stats
+from bench.tasks import get_task, offline_task_names, task_names
+from bench.tasks.causal_lm import IGNORE_INDEX, SQUAD_HEAD, SST2_HEAD
 from hybridft.models import build_model, load_tokenizer, seeded
-from hybridft.scoring import example_stats, majority_baseline, metric_from_stats
-from hybridft.tasks import get_task, offline_task_names, task_names
-from hybridft.tasks.causal_lm import IGNORE_INDEX, SQUAD_HEAD, SST2_HEAD
 
 MAX_LENGTH = 96
 SYSTEM_START = "<|im_start|>system\n"
@@ -248,7 +248,7 @@ def test_squad_lm_generates_strings_like_an_unpadded_greedy_loop(squad_lm, lm_to
 
 
 def test_squad_lm_metrics_and_stats_on_hand_made_answers(squad_lm, lm_tokenizer, squad_examples):
-    from hybridft.metrics.squad.squad import exact_match_score, f1_score, max_over_golds
+    from bench.metrics.squad.squad import exact_match_score, f1_score, max_over_golds
 
     features = squad_lm.preprocess(squad_examples, lm_tokenizer, max_length=160, train=False)
     golds = [a["text"] for a in squad_examples["answers"]]
@@ -280,7 +280,7 @@ def test_sst2_lm_stats_and_baseline_match_the_metric(sst2_lm, lm_tokenizer, data
 
 
 def test_experiment_dispatches_to_the_task_prediction(sst2_lm, lm_tokenizer, model, sst2_examples, tmp_path):
-    from hybridft.experiment import model_predictions
+    from bench.evaluation import model_predictions
 
     features = sst2_lm.preprocess(sst2_examples.select(range(4)), lm_tokenizer, max_length=MAX_LENGTH, train=False)
     cfg = SimpleNamespace(eval_batch_size=2)

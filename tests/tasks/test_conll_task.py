@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from hybridft.data import subset
+from bench.data import subset
+from bench.tasks import get_task
+from bench.tasks.conll import KD_MASK_COLUMN, NER_TAGS, first_subword_labels, first_subword_mask, word_predictions
 from hybridft.distill import TokenRows
-from hybridft.tasks import get_task
-from hybridft.tasks.conll import KD_MASK_COLUMN, NER_TAGS, first_subword_labels, first_subword_mask, word_predictions
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from hybridft.data import subset
-from hybridft.tasks import get_task
+from bench.data import subset
+from bench.tasks import get_task
 
 OFFLINE_GLUE = ["cola", "sst2", "mrpc", "stsb", "rte", "wnli", "qnli"]
 

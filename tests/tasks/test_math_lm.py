@@ -9,13 +9,13 @@ import dataclasses
 import pytest
 from datasets import Dataset
 
-import hybridft.tasks.math_lm as math_lm
-from hybridft.data import DATA_DIR_ENV
+import bench.tasks.math_lm as math_lm
+from bench.data import DATA_DIR_ENV
+from bench.scoring import example_stats, majority_baseline, metric_from_stats
+from bench.tasks import get_task, offline_task_names, task_names
+from bench.tasks.causal_lm import IGNORE_INDEX
+from bench.tasks.math_lm import CHAR_LIMIT, MATH_HEAD, MATH_TAIL, answers_match, extract_answer, gold_answer
 from hybridft.models import build_model, load_tokenizer
-from hybridft.scoring import example_stats, majority_baseline, metric_from_stats
-from hybridft.tasks import get_task, offline_task_names, task_names
-from hybridft.tasks.causal_lm import IGNORE_INDEX
-from hybridft.tasks.math_lm import CHAR_LIMIT, MATH_HEAD, MATH_TAIL, answers_match, extract_answer, gold_answer
 
 END = "<|im_end|>"
 

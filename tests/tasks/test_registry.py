@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import hybridft.tasks.base as task_base
-from hybridft.data import DATA_DIR_ENV
-from hybridft.tasks import get_task, offline_task_names, task_names
+import bench.tasks.base as task_base
+from bench.data import DATA_DIR_ENV
+from bench.tasks import get_task, offline_task_names, task_names
 
 GLUE = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 HEADLINES = {

@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hybridft.data import subset
-from hybridft.tasks import get_task
-from hybridft.tasks.squad import answer_token_span, clip_questions, devsplit_titles
-from hybridft.tasks.squad_decode import best_span_in_window
+from bench.data import subset
+from bench.tasks import get_task
+from bench.tasks.squad import answer_token_span, clip_questions, devsplit_titles
+from bench.tasks.squad_decode import best_span_in_window
 
 MAX_LENGTH, STRIDE = 64, 16
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from hybridft.data import subset
-from hybridft.tasks import get_task
+from bench.data import subset
+from bench.tasks import get_task
 
 
 def _pad(arrays, value=-100.0):

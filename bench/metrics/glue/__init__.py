@@ -1,0 +1,1 @@
+"""Local evaluate module: glue.py (loaded through bench.metrics.load)."""

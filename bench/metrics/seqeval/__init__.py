@@ -1,0 +1,1 @@
+"""Local evaluate module: seqeval.py (loaded through bench.metrics.load)."""

@@ -1,0 +1,1 @@
+"""Local evaluate module: squad.py (loaded through bench.metrics.load)."""

@@ -1,1 +1,0 @@
-"""Local evaluate module: glue.py (loaded through hybridft.metrics.load)."""

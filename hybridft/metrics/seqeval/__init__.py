@@ -1,1 +1,0 @@
-"""Local evaluate module: seqeval.py (loaded through hybridft.metrics.load)."""

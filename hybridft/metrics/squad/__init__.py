@@ -1,1 +1,0 @@
-"""Local evaluate module: squad.py (loaded through hybridft.metrics.load)."""
