@@ -7,6 +7,8 @@ kernel); everything that pulls in transformers, datasets or evaluate is imported
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
@@ -17,19 +19,21 @@ __version__ = "0.1.0"
 def _mount_source_kernels() -> None:
     """Map the top-level ``kernels/`` folder to ``hybridft.kernels`` in an uninstalled source checkout.
 
-    An installed (or editable) hybridft already provides ``hybridft.kernels``; this covers ``PYTHONPATH=.`` runs,
-    such as a GPU machine that has torch and triton but cannot pip-install the project.
+    ``kernels/`` has no ``__init__.py``: a namespace folder never shadows Hugging Face's ``kernels`` package, which
+    transformers 5 imports, even with the repository root on ``sys.path``. An installed hybridft ships the folder as
+    ``hybridft/kernels`` (``[tool.setuptools.package-dir]``); in a source checkout (``PYTHONPATH=.``, such as a GPU
+    machine that has torch and triton but cannot pip-install the project, or an editable install, whose finder
+    looks for an ``__init__.py``) this makes ``hybridft.kernels`` a package whose path is that folder.
     """
     if "hybridft.kernels" in sys.modules or importlib.util.find_spec("hybridft.kernels") is not None:
         return
     folder = Path(__file__).resolve().parent.parent / "kernels"
-    init = folder / "__init__.py"
-    if not init.is_file():
+    if not (folder / "hybrid_kd.py").is_file():
         return
-    spec = importlib.util.spec_from_file_location("hybridft.kernels", init, submodule_search_locations=[str(folder)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hybridft.kernels"] = module
-    spec.loader.exec_module(module)
+    spec = importlib.machinery.ModuleSpec("hybridft.kernels", None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    sys.modules["hybridft.kernels"] = module = importlib.util.module_from_spec(spec)
+    globals()["kernels"] = module  # the attribute an import of a subpackage sets on its parent
 
 
 _mount_source_kernels()
@@ -40,12 +44,10 @@ from hybridft.loss import hybrid_kd_loss  # noqa: E402  (needs the mount above f
 __all__ = ["HybridTrainer", "HybridTrainingArguments", "__version__", "hybrid_kd_linear_loss", "hybrid_kd_loss"]
 
 # The trainer needs transformers and datasets: imported on first use, so the losses above need only torch.
-_LAZY = {"HybridTrainer": "hybridft.trainer", "HybridTrainingArguments": "hybridft.trainer_args"}
+_LAZY = {"HybridTrainer": "hybridft.trainer", "HybridTrainingArguments": "hybridft.trainer_config"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hybridft' has no attribute {name!r}")
