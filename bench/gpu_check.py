@@ -30,6 +30,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -135,8 +136,6 @@ def header(device: str, dry_run: bool, triton_version: str | None) -> dict[str, 
 
 def _driver_version() -> str | None:
     try:
-        import subprocess  # noqa: PLC0415  only on a GPU machine
-
         done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                               capture_output=True, text=True, timeout=30)  # fmt: skip
         return done.stdout.strip() or None
