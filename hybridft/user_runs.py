@@ -39,11 +39,10 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from hybridft import provenance
 from hybridft.fitting import FitResult, TrainSpec, predict, train_measured, training_arguments
 from hybridft.hf_compat import warmup_ratio
-from hybridft.methods import TrainContext, Trained, get_method
-from hybridft.methods.peft_methods import AdapterMethodConfig, LoraMethodConfig, adapters_missing
-from hybridft.methods.plain import PlainConfig
+from hybridft.methods import TrainContext, Trained, get_method, method_names
+from hybridft.methods.peft_methods import adapters_missing
 from hybridft.models import build_model, count_parameters, load_tokenizer, model_path
-from hybridft.teachers import FULL_FT_LR, FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY, REMOVED_LP_FIELDS
+from hybridft.teachers import FULL_FT_WARMUP, FULL_FT_WEIGHT_DECAY, REMOVED_LP_FIELDS
 from hybridft.trainer import HybridTrainer
 from hybridft.trainer_config import HybridTrainingArguments
 from hybridft.user_data import (
@@ -74,10 +73,6 @@ HYBRID_FLAGS = {
     "ft_epochs": _POSITIVE,
     "ft_learning_rate": _POSITIVE,
     "teacher_cache_dir": None,
-}
-REFUSED_METHODS = {
-    "hybrid_output": "it mixes the outputs of two models at inference, so there is no single model to save; use "
-    "--method hybrid, which distils both teachers into one model",
 }
 
 
@@ -140,9 +135,9 @@ def _suite_method(name: str, job: Job) -> Trained:
     return trained
 
 
-def _lora(job: Job) -> Trained:
+def _merged(name: str, job: Job) -> Trained:
     """LoRA, merged into the weights afterwards: the saved folder is a plain transformers model."""
-    trained = _suite_method("lora", job)
+    trained = _suite_method(name, job)
     return dataclasses.replace(trained, model=trained.model.merge_and_unload())
 
 
@@ -154,7 +149,7 @@ _HYBRID_FIELDS = tuple(
 )
 
 
-def _hybrid(job: Job) -> Trained:
+def _hybrid(name: str, job: Job) -> Trained:
     """`HybridTrainer` from the pretrained model: it builds both teachers, mixes them and distils into the mix."""
     config = job.config
     args = _student_arguments(job)
@@ -218,32 +213,26 @@ class CommandMethod:
     about: str = ""
 
 
-METHODS: dict[str, CommandMethod] = {
-    "plain": CommandMethod(
-        partial(_suite_method, "plain"), PlainConfig.learning_rate, about="full fine-tuning of every weight"
-    ),
-    "lora": CommandMethod(
-        _lora,
-        LoraMethodConfig.learning_rate,
-        about="LoRA on the attention query and value projections, merged into the weights",
-    ),
-    "adapter": CommandMethod(
-        partial(_suite_method, "adapter"),
-        AdapterMethodConfig.learning_rate,
-        _save_adapter,
-        about="a bottleneck adapter (AdapterHub seq_bn) and the task head",
-    ),
-    "hybrid": CommandMethod(
-        _hybrid, FULL_FT_LR, about="hybrid fine-tuning: the mix of both teachers, distilled from both"
-    ),
-    "kd_pre": CommandMethod(
-        _hybrid, FULL_FT_LR, fixed={"gamma": 0.0}, about="the teachers' mix, distilled from the pretrained teacher only"
-    ),
-    "kd_fine": CommandMethod(
-        _hybrid, FULL_FT_LR, fixed={"beta": 0.0}, about="the teachers' mix, distilled from the fine-tuned teacher only"
-    ),
-}
-HYBRID_METHODS = tuple(name for name, method in METHODS.items() if method.train is _hybrid)
+# How the command trains and saves each kind of method (`Method.command`); the methods it offers, their one-line
+# help, default learning rate and pinned arguments come from the registry (`hybridft.methods`).
+_TRAIN = {"model": _suite_method, "adapter": _suite_method, "merged": _merged, "hybrid": _hybrid}
+_SAVE = {"model": _save_model, "adapter": _save_adapter, "merged": _save_model, "hybrid": _save_model}
+
+
+def _command_methods() -> dict[str, CommandMethod]:
+    offered = {}
+    for name in method_names():
+        method = get_method(name)
+        if method.command is not None:
+            offered[name] = CommandMethod(partial(_TRAIN[method.command], name), method.config_class.learning_rate,
+                                          _SAVE[method.command], dict(method.command_fixed), method.about)  # fmt: skip
+    return offered
+
+
+METHODS: dict[str, CommandMethod] = _command_methods()
+REFUSED_METHODS = {name: get_method(name).command_refusal for name in method_names()
+                   if get_method(name).command_refusal}  # fmt: skip
+HYBRID_METHODS = tuple(name for name in METHODS if get_method(name).command == "hybrid")
 
 
 def check_number(flag: str, value: Any, check: tuple[Callable[[float], bool], str], *, integer: bool = False) -> None:

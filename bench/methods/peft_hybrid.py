@@ -221,6 +221,7 @@ def lora_matched_epochs(model, config: LoraMatchedConfig, run_epochs: float, rat
 @register
 class LoraMatched(Lora):
     name = "lora_matched"
+    command = None  # a benchmark baseline, not offered by the command
     config_class = LoraMatchedConfig
     task_kinds = KINDS
 

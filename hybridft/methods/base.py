@@ -157,6 +157,15 @@ class Method:
     lr_field: ClassVar[str] = "learning_rate"
     # Task kinds the method applies to (None: every kind); `run_experiment` refuses the others up front.
     task_kinds: ClassVar[tuple[str, ...] | None] = None
+    # The `hybridft train` command (`hybridft.user_runs`) offers the methods that say how it trains and saves them,
+    # from this registry: ``command`` is "model" (the method trains, the model is saved), "adapter" (the adapter and
+    # its base are saved), "merged" (LoRA merged into the weights) or "hybrid" (`HybridTrainer`); None: not offered
+    # (``command_refusal`` says why, for a method users would ask for). ``about``: one line for its help;
+    # ``command_fixed``: hybrid arguments the method pins (kd_pre: gamma 0). A subclass states its own.
+    command: ClassVar[str | None] = None
+    command_refusal: ClassVar[str | None] = None
+    command_fixed: ClassVar[dict[str, float]] = {}
+    about: ClassVar[str] = ""
 
     def supports(self, kind: str) -> bool:
         return self.task_kinds is None or kind in self.task_kinds

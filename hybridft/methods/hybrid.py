@@ -195,6 +195,8 @@ def distill_features(ctx: TrainContext, config: HybridConfig):
 @register
 class Hybrid(Method):
     name = "hybrid"
+    command = "hybrid"
+    about = "hybrid fine-tuning: the mix of both teachers, distilled from both"
     config_class: ClassVar[type[MethodConfig]] = HybridConfig
     output_mix: ClassVar[bool] = False  # True: mix outputs with the frozen θ_pre instead of weights
 
@@ -304,18 +306,27 @@ class Hybrid(Method):
 @register
 class KdPre(Hybrid):
     name = "kd_pre"
+    command = "hybrid"
+    command_fixed: ClassVar[dict[str, float]] = {"gamma": 0.0}
+    about = "the teachers' mix, distilled from the pretrained teacher only"
     config_class = KdPreConfig
 
 
 @register
 class KdFine(Hybrid):
     name = "kd_fine"
+    command = "hybrid"
+    command_fixed: ClassVar[dict[str, float]] = {"beta": 0.0}
+    about = "the teachers' mix, distilled from the fine-tuned teacher only"
     config_class = KdFineConfig
 
 
 @register
 class HybridOutput(Hybrid):
     name = "hybrid_output"
+    command = None
+    command_refusal = ("it mixes the outputs of two models at inference, so there is no single model to save; use "
+                       "--method hybrid, which distils both teachers into one model")  # fmt: skip
     config_class = HybridOutputConfig
     output_mix = True
     # mixing logits over a vocabulary at every generated token is not built (`hybridft.lm_distill`)

@@ -57,6 +57,8 @@ class AdapterMethodConfig(MethodConfig):
 class Adapter(Method):
     name = "adapter"
     config_class = AdapterMethodConfig
+    command = "adapter"
+    about = "a bottleneck adapter (AdapterHub seq_bn) and the task head"
 
     def check_run(self, task, config) -> None:
         """Refused before any training where `adapters` does not import (`adapters_missing`)."""
@@ -173,6 +175,8 @@ class LoraMethodConfig(LoraFields, MethodConfig):
 @register
 class Lora(Method):
     name = "lora"
+    command = "merged"
+    about = "LoRA on the attention query and value projections, merged into the weights"
     config_class = LoraMethodConfig
 
     def train(self, ctx: TrainContext, config: LoraMethodConfig) -> Trained:
@@ -186,3 +190,4 @@ class LoraPaper(Lora):
     profile) that does not follow the profile's budget rule: a row of its own, never mixed into `lora`."""
 
     name = "lora_paper"
+    command = None  # the command offers `lora`

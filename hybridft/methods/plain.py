@@ -28,6 +28,8 @@ def train_whole_model(ctx: TrainContext, model, config: MethodConfig, stage: str
 class Plain(Method):
     name = "plain"
     config_class = PlainConfig
+    command = "model"
+    about = "full fine-tuning of every weight"
 
     def train(self, ctx: TrainContext, config: PlainConfig) -> Trained:
         if ctx.task.kind == "causal_lm":  # the cached full fine-tune the hybrid family's θ_fine shares
