@@ -440,6 +440,15 @@ def peak_bandwidth(device: str) -> float | None:
     return next((tbps for key, tbps in PEAK_TBPS.items() if key in name), None)
 
 
+# The parts in the order they run: correctness first, so a cut-off run still says whether the kernel is right.
+PARTS: dict[str, Callable] = {
+    "correctness": lambda r, s, d, b, _: (check_logits(r, s, d, b), check_linear(r, s, d, b)),
+    "logits": lambda r, s, d, b, peak: logits_loss(r, s, d, b, peak),
+    "linear": lambda r, s, d, b, _: linear_loss(r, s, d, b),
+    "student": lambda r, s, d, b, _: student_step(r, s, d, b),
+}  # fmt: skip
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="a new (or empty) folder for gpu_check.csv and gpu_check.md")
@@ -447,9 +456,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "under the Triton interpreter (TRITON_INTERPRET=1)")  # fmt: skip
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS), help="which parts to run")
     return parser.parse_args(argv)
-
-
-PARTS: dict[str, Callable] = {}
 
 
 def main(argv=None) -> int:
@@ -493,14 +499,6 @@ def main(argv=None) -> int:
     (out / "gpu_check.json").write_text(json.dumps({"header": results.header, "failed": bad}, indent=1, default=str))
     print(f"{len(results.rows)} rows, {len(bad)} failed checks → {out / CSV_NAME}, {out / MD_NAME}")
     return 1 if bad or failed else 0
-
-
-PARTS.update({
-    "correctness": lambda r, s, d, b, _: (check_logits(r, s, d, b), check_linear(r, s, d, b)),
-    "logits": lambda r, s, d, b, peak: logits_loss(r, s, d, b, peak),
-    "linear": lambda r, s, d, b, _: linear_loss(r, s, d, b),
-    "student": lambda r, s, d, b, _: student_step(r, s, d, b),
-})  # fmt: skip
 
 
 if __name__ == "__main__":

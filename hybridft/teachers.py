@@ -326,6 +326,19 @@ def weights_stage(cache_dir: Path, stage: str, key_data: dict, start_fn, feature
     return stored_stage(cache_dir, stage, key, train, start_fn)
 
 
+def lp_stage(cache_dir: Path, key_data: dict, build_fn, features, collator, **probe_kwargs) -> Probed:
+    """Stage "lp", θ_pre (`probe_stage`), under ``key_data``: the lp method, LP-FT, the hybrid family and
+    `HybridTrainer` all key it here, so at equal inputs they share one artifact."""
+    return probe_stage(cache_dir, "lp", {"stage": "lp", **key_data}, build_fn, features, collator, **probe_kwargs)
+
+
+def lp_ft_stage(cache_dir: Path, key_data: dict, pre: torch.nn.Module, pre_key: str, features, collator, spec,
+                fit_kwargs: dict) -> tuple[torch.nn.Module, FitResult, str]:  # fmt: skip
+    """Stage "lp_ft", θ_fine: every weight trained from θ_pre (``pre``, stored under ``pre_key``)."""
+    return weights_stage(cache_dir, "lp_ft", {**key_data, "from": pre_key}, lambda: copy.deepcopy(pre), features,
+                         collator, spec, fit_kwargs)  # fmt: skip
+
+
 def build_teachers(cache_dir: Path, key_data: dict, build_fn, features, collator, *, kind: str,
                    probe: ProbeSettings, ft_spec, fit_kwargs, batch_size: int, dev_features=None,
                    progress: bool = False, device=None, pre=None, fine=None) -> Teachers:  # fmt: skip
@@ -348,15 +361,13 @@ def build_teachers(cache_dir: Path, key_data: dict, build_fn, features, collator
                                                      fit_kwargs("ft"))  # fmt: skip
             fits.append(result)
         return Teachers(pre=build_fn() if pre is None else pre, fine=fine, fits=fits, keys=keys)
-    probed = probe_stage(cache_dir, "lp", {"stage": "lp", **key_data}, build_fn, features, collator, kind=kind,
-                         settings=probe, batch_size=batch_size, dev_features=dev_features, progress=progress,
-                         device=device)  # fmt: skip
+    probed = lp_stage(cache_dir, key_data, build_fn, features, collator, kind=kind, settings=probe,
+                      batch_size=batch_size, dev_features=dev_features, progress=progress, device=device)  # fmt: skip
     fits.append(probed.fit)
     keys["lp"] = probed.key
     if fine is None:
-        fine, result, keys["lp_ft"] = weights_stage(cache_dir, "lp_ft", {**key_data, "from": probed.key},
-                                                     lambda: copy.deepcopy(probed.model), features, collator, ft_spec,
-                                                     fit_kwargs("lp_ft"))  # fmt: skip
+        fine, result, keys["lp_ft"] = lp_ft_stage(cache_dir, key_data, probed.model, probed.key, features, collator,
+                                                  ft_spec, fit_kwargs("lp_ft"))  # fmt: skip
         fits.append(result)
     return Teachers(pre=probed.model, fine=fine, fits=fits, pre_logits=probed.logits, probe=probed.record, keys=keys,
                     probed=probed)  # fmt: skip

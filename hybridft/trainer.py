@@ -290,17 +290,14 @@ class HybridTrainer(MeasuredTrainer, Trainer):
         base_key = {"model": weights_hash(model), "features": features_hash(train, tuple(train.column_names)),
                     "kind": kind}  # fmt: skip
 
-        def spec(lr, epochs, **extra):
-            return TrainSpec(learning_rate=lr, epochs=args.num_train_epochs if epochs is None else epochs,
-                             batch_size=args.per_device_train_batch_size, seed=args.seed, **extra)  # fmt: skip
-
         given = None
-        if fine is not None:
-            given = str(fine) if isinstance(fine, (str, os.PathLike)) else f"a {type(fine).__name__} given in memory"
-            if isinstance(fine, (str, os.PathLike)):
-                fine = type(model).from_pretrained(str(fine))
-        ft = spec(args.ft_learning_rate, args.ft_epochs, weight_decay=args.ft_weight_decay,
-                  warmup_ratio=args.ft_warmup_ratio)  # fmt: skip
+        if isinstance(fine, (str, os.PathLike)):
+            given, fine = str(fine), type(model).from_pretrained(str(fine))
+        elif fine is not None:
+            given = f"a {type(fine).__name__} given in memory"
+        epochs = args.num_train_epochs if args.ft_epochs is None else args.ft_epochs
+        ft = TrainSpec(learning_rate=args.ft_learning_rate, epochs=epochs, batch_size=args.per_device_train_batch_size,
+                       seed=args.seed, weight_decay=args.ft_weight_decay, warmup_ratio=args.ft_warmup_ratio)  # fmt: skip
         built = build_teachers(cache, base_key, lambda: copy.deepcopy(model), train, collator, kind=kind,
                                probe=probe_settings(args, args.seed), ft_spec=ft,
                                fit_kwargs=lambda name: {"output_dir": scratch / name, "progress": progress, "stage": name},

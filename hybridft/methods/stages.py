@@ -7,8 +7,6 @@ family's θ_fine there, shared at equal settings.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from hybridft.methods.base import TrainContext
@@ -19,7 +17,8 @@ from hybridft.teachers import (
     Teachers,
     build_teachers,
     compute_device,
-    probe_stage,
+    lp_ft_stage,
+    lp_stage,
     probe_teacher_rows,
     teacher_passes,
     weights_stage,
@@ -45,10 +44,9 @@ def linear_probe(ctx: TrainContext, settings: ProbeSettings) -> Probed:
             f"task {ctx.task.name!r} is a causal LM: its pretrained head already speaks, so there is no linear-probe "
             "stage (lp and lp_ft do not apply; hybrid, kd_pre, kd_fine and wise_ft use the pretrained LM as θ_pre)"
         )
-
-    return probe_stage(ctx.cache_dir, "lp", {"stage": "lp", **base_key(ctx)}, ctx.build_model, ctx.train_features,
-                       ctx.collator(), kind=ctx.task.kind, settings=settings, batch_size=ctx.run.eval_batch_size,
-                       dev_features=ctx.dev_features, progress=ctx.progress, device=compute_device())  # fmt: skip
+    return lp_stage(ctx.cache_dir, base_key(ctx), ctx.build_model, ctx.train_features, ctx.collator(),
+                    kind=ctx.task.kind, settings=settings, batch_size=ctx.run.eval_batch_size,
+                    dev_features=ctx.dev_features, progress=ctx.progress, device=compute_device())  # fmt: skip
 
 
 def fine_tune_from(
@@ -57,8 +55,8 @@ def fine_tune_from(
     """Stage 2: θ_fine, every weight trained starting from θ_pre. Returns (model, FitResult, stage key)."""
     lr = fields.ft_learning_rate if learning_rate is None else learning_rate
     spec = ctx.spec(lr, fields.ft_epochs, weight_decay=fields.ft_weight_decay, warmup_ratio=fields.ft_warmup_ratio)
-    return weights_stage(ctx.cache_dir, "lp_ft", {**base_key(ctx), "from": pre_key}, lambda: copy.deepcopy(pre),
-                         ctx.train_features, ctx.collator(), spec, ctx.fit_kwargs("lp_ft"))  # fmt: skip
+    return lp_ft_stage(ctx.cache_dir, base_key(ctx), pre, pre_key, ctx.train_features, ctx.collator(), spec,
+                       ctx.fit_kwargs("lp_ft"))  # fmt: skip
 
 
 def full_fine_tune(ctx: TrainContext, learning_rate: float, epochs: float | None, weight_decay: float,
