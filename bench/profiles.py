@@ -5,7 +5,9 @@ batch size, max_length, learning rate) and an ordered list of `[[override]]` tab
 run whose model/task/method match its `model`/`task`/`method` keys (a string or a list; a missing key matches
 all); its other keys are RunConfig fields (`epochs`, `learning_rate`, ...) or, for any other name, fields of the
 method's config (`method_args`). Later overrides win. `[alpha_sweep]` adds one pseudo-run per (model, task, seed)
-that records the WiSE-FT α curve of `base_method` (reusing the cached teachers).
+that records the WiSE-FT α curve of `base_method` (reusing the cached teachers). `[method_seeds]` gives a row its
+own seeds (e.g. ``plain = [0, 1, 2]`` where the profile's ``seeds`` are 0–4): the rows a table's main comparison
+needs get more seeds than the rest, at the cost of those runs only.
 
 The matrix is ordered model → task → seed → method (α sweep last), so the runs that share a teacher stage are
 adjacent, and a shard gets whole (model, task, seed) groups: teachers are built once per shard and two shards
@@ -101,6 +103,7 @@ class Profile:
     report_to: tuple[str, ...] = ()  # ("tensorboard",): event files per run under OUTPUT/tensorboard/
     variants: tuple[Variant, ...] = ()  # named method variants usable in `methods` (e.g. hybrid at another α)
     cluster: Mapping[str, Any] = field(default_factory=dict)  # [cluster]: --executor flag defaults (bench.executors)
+    method_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # row → its own seeds ([method_seeds])
 
     def __post_init__(self) -> None:
         for name in ("models", "tasks", "methods", "seeds"):
@@ -116,9 +119,28 @@ class Profile:
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names) or any(not n or n == ALPHA_SWEEP for n in names):
             raise ValueError(f"profile {self.name!r}: variant names must be unique and non-empty, got {names}")
+        rows = {*self.methods, *([ALPHA_SWEEP] if self.alpha_sweep else [])}
+        for row, seeds in self.method_seeds.items():
+            if row not in rows:
+                raise ValueError(
+                    f"profile {self.name!r}: [method_seeds] names {row!r}, not a row of the profile; "
+                    f"expected one of {sorted(rows)}"
+                )
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ValueError(
+                    f"profile {self.name!r}: [method_seeds] {row} must list distinct seeds, got {list(seeds)}"
+                )
         unknown_targets = set(self.report_to) - set(REPORT_TARGETS)
         if unknown_targets:
             raise ValueError(f"profile {self.name!r}: report_to {sorted(unknown_targets)}; expected {REPORT_TARGETS}")
+
+    def seeds_of(self, row: str) -> tuple[int, ...]:
+        """The seeds of one row: its [method_seeds] entry, else the profile's seeds."""
+        return self.method_seeds.get(row, self.seeds)
+
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed some row runs, ascending."""
+        return tuple(sorted({*self.seeds, *(s for seeds in self.method_seeds.values() for s in seeds)}))
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -161,7 +183,7 @@ def _as_tuple(value: Any, key: str, source: str) -> tuple | None:
 def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>") -> Profile:
     """Build a Profile from a parsed TOML mapping; unknown top-level keys are errors, not silently ignored."""
     known = {"description", "models", "tasks", "methods", "seeds", "run", "override", "offline_tasks",
-             "alpha_sweep", "requires", "notes", "report_to", "variant", "cluster"}  # fmt: skip
+             "alpha_sweep", "requires", "notes", "report_to", "variant", "cluster", "method_seeds"}  # fmt: skip
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{source}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
@@ -178,6 +200,12 @@ def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>")
         values = {k: v for k, v in table.items() if k not in ("name", "method", "reset")}
         variants.append(Variant(table["name"], table["method"], MappingProxyType(values), reset))
     sweep = data.get("alpha_sweep", {})
+    method_seeds = data.get("method_seeds", {})
+    if not isinstance(method_seeds, dict) or not all(
+        isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in v)
+        for v in method_seeds.values()
+    ):
+        raise ValueError(f"{source}: [method_seeds] must map row names to lists of integer seeds, got {method_seeds!r}")
     return Profile(
         name=name,
         description=data.get("description", ""),
@@ -196,6 +224,7 @@ def parse_profile(name: str, data: Mapping[str, Any], source: str = "<profile>")
         report_to=tuple(data.get("report_to", ())),
         variants=tuple(variants),
         cluster=MappingProxyType(dict(data.get("cluster", {}))),
+        method_seeds=MappingProxyType({k: tuple(v) for k, v in method_seeds.items()}),
     )
 
 
@@ -301,12 +330,14 @@ def build_matrix(
         missing = set(methods) - set(all_methods)
         if missing:
             raise ValueError(f"--methods {sorted(missing)} not in profile {profile.name!r}; expected {all_methods}")
-    seed_list = list(seeds) if seeds else list(profile.seeds)
+    seed_list = list(seeds) if seeds else list(profile.all_seeds())
     specs = []
     for model in profile.models:
         for task in task_lists[model]:
             for seed in seed_list:
                 for method in method_list:
+                    if seed not in profile.seeds_of(method):
+                        continue  # the row has its own seeds ([method_seeds])
                     row = profile.sweep_method if method == ALPHA_SWEEP else method
                     run_fields, method_args = profile.settings(model, task, row)
                     if not applies(profile.base_method(row), task, method_args, run_fields.get("learning_rate")):

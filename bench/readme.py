@@ -11,6 +11,10 @@ those files:
 - ``<!-- results:DIR:headline:start -->`` … ``:headline:end``: the headline table alone with the measured time (the
   README's short form).
 
+Given ``verdict`` instead of a folder (`python -m bench.readme verdict`), the block between ``<!-- results:verdict:start
+-->`` and ``<!-- results:verdict:end -->`` is the verdict over every folder under results/ (`bench.verdict`): each
+hybrid-family method against its matched baseline, from the records.
+
 Given a generated Markdown file instead of a folder (`python -m bench.readme results/trainer/lm_step.md`), the block
 between ``<!-- results:FILE:start -->`` and ``<!-- results:FILE:end -->`` is that file without its title line.
 Without ``--readme`` every file among README.md and docs/*.md that holds one of the blocks is updated (an error names
@@ -26,13 +30,23 @@ import sys
 from pathlib import Path
 
 from bench import records as rec
+from bench import verdict
 
 # the parts of table.md the README shows
-SECTIONS = ("### Headline metric", "### Differences vs plain", "### Compute match", "### Cost per run", "### Teachers")
+SECTIONS = (
+    "### Headline metric",
+    "### Differences vs plain",
+    "### Compute match",
+    "### Cost per run",
+    "### Teachers",
+    "### α sweep",
+)
 OOD_SECTIONS = ("### Out of distribution", "### Stability over seeds")
 OOD_PART = "ood"
 HEADLINE_PART = "headline"
 DOC_FILES = ("README.md", "docs/*.md")  # where blocks are looked for, relative to the working directory
+VERDICT = "verdict"  # the target name of the verdict block
+RESULTS = Path("results")  # the folders the verdict reads, relative to the working directory
 
 
 def _sections(table_md: str, wanted: tuple[str, ...] = SECTIONS, *, header: bool = True) -> list[str]:
@@ -118,7 +132,7 @@ def block(directory: Path) -> str:
     runs = rec.load_records(directory)
     wall = sum(float(r.get("wall_time_s") or 0.0) for r in runs)
     name = directory.as_posix()
-    extras = "Per-seed scores, the α-sweep table" if "\n### α sweep" in table_md else "Per-seed scores"
+    extras = "Per-seed scores"
     body = "\n\n".join(
         [
             *_sections(table_md),
@@ -159,6 +173,14 @@ def file_block(path: Path) -> str:
     return f"<!-- results:{name}:start -->\n{body}\n\n(Spliced from `{name}`.)\n<!-- results:{name}:end -->"
 
 
+def verdict_block(_: Path) -> str:
+    """The verdict block (markers included): `bench.verdict` over every folder under results/."""
+    body = verdict.render(RESULTS)
+    intro = (f"Generated from the records under `{RESULTS.as_posix()}/` by `python -m bench.readme {VERDICT}` "
+             f"(bench/verdict.py); CI checks it with `--check`.")  # fmt: skip
+    return f"<!-- results:{VERDICT}:start -->\n{intro}\n\n{body}\n<!-- results:{VERDICT}:end -->"
+
+
 def _replace(readme: str, name: str, text: str) -> str:
     start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
     head, rest = readme.split(start, 1)
@@ -173,7 +195,9 @@ def _has(text: str, name: str) -> bool:
 def block_names(directory: Path) -> list[str]:
     """The marker names of ``directory``'s blocks: the main one, then (for a folder) its OOD and headline parts."""
     name = directory.as_posix()
-    return [name] if directory.is_file() else [name, f"{name}:{OOD_PART}", f"{name}:{HEADLINE_PART}"]
+    if directory.is_file() or name == VERDICT:
+        return [name]
+    return [name, f"{name}:{OOD_PART}", f"{name}:{HEADLINE_PART}"]
 
 
 def splice(readme: str, directory: Path) -> str:
@@ -184,7 +208,8 @@ def splice(readme: str, directory: Path) -> str:
         name = directory.as_posix()
         raise ValueError(f"no '<!-- results:{name}:start -->' … '<!-- results:{name}:end -->' markers (nor its "
                          f":{OOD_PART} or :{HEADLINE_PART} parts)")  # fmt: skip
-    makers = {directory.as_posix(): (file_block if directory.is_file() else block)}
+    one = verdict_block if directory.as_posix() == VERDICT else file_block if directory.is_file() else block
+    makers = {directory.as_posix(): one}
     makers |= {
         f"{directory.as_posix()}:{OOD_PART}": ood_block,
         f"{directory.as_posix()}:{HEADLINE_PART}": headline_block,
@@ -203,7 +228,8 @@ def doc_files(directory: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.readme", description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path,
-                        help="results folder with table.md and runs*.jsonl, or one generated .md file")  # fmt: skip
+                        help=f"results folder with table.md and runs*.jsonl, one generated .md file, or "
+                        f"'{VERDICT}' (every hybrid-family method vs its matched baseline, from results/)")  # fmt: skip
     parser.add_argument("--readme", type=Path, help="the one file to update (default: every file among README.md "
                         "and docs/*.md that holds a block of DIRECTORY)")  # fmt: skip
     parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale; write nothing")

@@ -24,7 +24,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from hybridft.batching import BATCHING_MODES, BucketedSampler, feature_lengths, longest_first
-from hybridft.compute import batch_tokens, pass_parameters
+from hybridft.compute import batch_loss_rows, batch_tokens, training_flops
 from hybridft.hf_compat import logging_dir_arguments, tensorboard_dir, warmup_arguments
 
 
@@ -148,7 +148,7 @@ def _quiet(trainer, progress: bool) -> None:
 
 class MeasuredTrainer:
     """Mixed in before a `Trainer` (sub)class (`measured_trainer_class`; `HybridTrainer` has it): counts the
-    non-padding tokens it trains on (`counted_tokens`) and, with ``batching="bucketed"``, draws its training batches
+    non-padding tokens it trains on (`counted_tokens`) and a causal LM's loss rows (`counted_loss_rows`), and, with ``batching="bucketed"``, draws its training batches
     from the length-bucketed sampler (`hybridft.batching.BucketedSampler`) over its ``train_dataset``.
 
     ``batching``: "random" (the `Trainer`'s own sampler) or "bucketed", a constructor argument."""
@@ -158,6 +158,7 @@ class MeasuredTrainer:
             raise ValueError(f"batching must be one of {BATCHING_MODES}, got {batching!r}")
         self.batching = batching
         self.trained_tokens = 0  # a tensor once training starts: no host sync per step
+        self.trained_loss_rows = 0
         super().__init__(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
@@ -168,14 +169,23 @@ class MeasuredTrainer:
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.trained_tokens = self.trained_tokens + batch_tokens(inputs)
+        self.trained_loss_rows = self.trained_loss_rows + batch_loss_rows(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def _summed(self, count) -> int:
+        value = torch.as_tensor(count, dtype=torch.long, device=self.args.device).reshape(())
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(value)
+        return int(value.item())
 
     def counted_tokens(self) -> int:
         """Non-padding tokens trained on, over every process of a distributed run."""
-        tokens = torch.as_tensor(self.trained_tokens, dtype=torch.long, device=self.args.device).reshape(())
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(tokens)
-        return int(tokens.item())
+        return self._summed(self.trained_tokens)
+
+    def counted_loss_rows(self) -> int:
+        """Positions whose next token carries a label (`hybridft.compute.batch_loss_rows`; 0 without per-token
+        labels), over every process of a distributed run."""
+        return self._summed(self.trained_loss_rows)
 
 
 def _loss_curve_callback(curve: list):
@@ -252,7 +262,7 @@ def train_measured(trainer, *, progress: bool, stage: str) -> FitResult:
         stage=stage,
         tokens=tokens,
         optimizer_steps=int(trainer.state.global_step),
-        flops=float(tokens * pass_parameters(trainer.model).train_flops_per_token),
+        flops=training_flops(trainer.model, tokens, trainer.counted_loss_rows()),
         curve=tuple(curve),
     )
 

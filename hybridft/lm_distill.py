@@ -23,7 +23,9 @@ Compute (`hybridft.compute`, per token, P_body = the weights outside the head, V
 - the student: 6·P_body per token, and per response row 6·V·H (its head: forward, input and weight gradients)
   plus 2·2·V·H (the two teachers' heads, forward only, inside the loss).
 
-`plain` forms logits at every position (the Hugging Face loss), so it is counted at 6·(P_body + V·H) per token.
+Every LM training pass counts its head on the response rows only (`hybridft.compute.training_flops`): `plain` and
+the θ_fine stage at 6·P_body per token + 6·V·H per response row, though the Hugging Face loss forms logits at every
+position (the prompt positions' logits are thrown away: not useful compute, as padding is not).
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ def lm_matched_epochs(model, features, config, run_epochs: float) -> float:
     passes over the body, and the student (module docstring), all on the same features."""
     head, body = head_and_body(model)
     rows, tokens = response_fraction(features)
-    full = 6 * (body + head) * tokens  # one epoch of plain
+    full = 6 * body * tokens + 6 * head * rows  # one epoch of plain, its head on the response rows
 
     def epochs(value):
         return run_epochs if value is None else value

@@ -172,7 +172,12 @@ def test_overrides_apply_in_order_and_split_run_fields_from_method_args():
     [({"colour": "red"}, "unknown keys"), ({"run": {"epochz": 1}}, r"unknown \[run\] keys"),
      ({"seeds": []}, "seeds is empty"), ({"alpha_sweep": {"enabled": True}}, "alphas is empty"),
      ({"alpha_sweep": {"enabled": True, "alphas": [0.5, 1.5]}}, r"alphas must lie in \[0, 1\]"),
-     ({"override": [{"task": 3, "epochs": 1.0}]}, "task must be a string or a list")],
+     ({"override": [{"task": 3, "epochs": 1.0}]}, "task must be a string or a list"),
+     ({"method_seeds": {"adapter": [0]}}, r"\[method_seeds\] names 'adapter', not a row of the profile"),
+     ({"method_seeds": {"plain": []}}, r"\[method_seeds\] plain must list distinct seeds, got \[\]"),
+     ({"method_seeds": {"plain": [1, 1]}}, r"must list distinct seeds, got \[1, 1\]"),
+     ({"method_seeds": {"plain": ["0"]}}, r"\[method_seeds\] must map row names to lists of integer seeds"),
+     ({"method_seeds": [0, 1]}, r"\[method_seeds\] must map row names to lists of integer seeds")],
 )  # fmt: skip
 def test_bad_profiles_are_named(extra, message):
     with pytest.raises(ValueError, match=message):
@@ -202,6 +207,28 @@ def test_matrix_is_complete_ordered_and_keyed():
     assert [(s.config.task, s.method, s.config.seed) for s in narrowed] == [("rte", "lora", 1)]
     with pytest.raises(ValueError, match=r"--methods \['bogus'\] not in profile"):
         prof.build_matrix(p, methods=["bogus"], config_factory=RunConfig)
+
+
+def test_method_seeds_give_a_row_its_own_seeds_and_leave_the_others_keys_alone():
+    base = _profile(seeds=[0, 1, 2])
+    p = _profile(seeds=[0, 1, 2], method_seeds={"plain": [0, 1, 2, 3, 4]})
+    assert (
+        p.seeds_of("plain") == (0, 1, 2, 3, 4) and p.seeds_of("lora") == (0, 1, 2) and p.all_seeds() == tuple(range(5))
+    )
+    specs = prof.build_matrix(p, config_factory=RunConfig)
+    cells = [(s.config.task, s.method, s.config.seed) for s in specs]
+    assert Counter((m, s) for _, m, s in cells) == {**{("plain", s): 2 for s in range(5)},
+                                                    **{("lora", s): 2 for s in range(3)}}  # fmt: skip
+    # in matrix order (task → seed → method), and a run shared with the plain profile keeps its key
+    assert cells[:8] == [("cola", m, s) for s in range(3) for m in ("plain", "lora")] + [
+        ("cola", "plain", 3),
+        ("cola", "plain", 4),
+    ]
+    assert {s.key for s in prof.build_matrix(base, config_factory=RunConfig)} <= {s.key for s in specs}
+    narrowed = prof.build_matrix(p, seeds=[2, 4], config_factory=RunConfig)  # --seeds narrows each row's own seeds
+    assert sorted((m, s) for _, m, s in [(x.config.task, x.method, x.config.seed) for x in narrowed]) == sorted(
+        [("plain", 2), ("lora", 2), ("plain", 4)] * 2
+    )
 
 
 def test_data_dir_selects_the_offline_tasks_and_does_not_change_keys(data_dir):

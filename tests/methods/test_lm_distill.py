@@ -178,8 +178,49 @@ def test_lm_matched_epochs_by_hand(seed):
     rows, tokens = response_fraction(features)
     assert tokens == sum(len(x) for x in features["input_ids"])
     config = PlainMatchedConfig(ft_epochs=2.0, student_epochs=1.0, teacher_passes=2)
-    expected = 2.0 + (2 * 2 * body * tokens + 6 * body * tokens + 10 * head * rows) / (6 * (body + head) * tokens)
+    assert 0 < rows < tokens  # prompt positions carry no label
+    # one epoch of plain counts its head on the response rows, as the student does (hybridft.compute)
+    expected = 2.0 + (2 * 2 * body * tokens + 6 * body * tokens + 10 * head * rows) / (
+        6 * body * tokens + 6 * head * rows
+    )
     assert lm_matched_epochs(model, features, config, run_epochs=3.0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_lm_training_flops_count_the_head_on_loss_rows_only(seed, tied):
+    from hybridft.compute import batch_loss_rows, lm_head_weight, pass_parameters, training_flops
+
+    model = _tiny_llama(seed)
+    if not tied:  # an untied head is an ordinary parameter; it is still the head
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    head = model.lm_head.weight.numel()
+    assert lm_head_weight(model) is model.lm_head.weight
+    every = pass_parameters(model).forward
+    body = pass_parameters(model, head=False)
+    assert body.forward == every - head and pass_parameters(model).forward == every
+    assert training_flops(model, tokens=50, loss_rows=3) == 6 * (every - head) * 50 + 6 * head * 3
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, -100, -100]])
+    assert int(batch_loss_rows({"labels": labels})) == 3  # labels[:, 1:]: the next token of each position
+    assert int(batch_loss_rows({"labels": torch.tensor([1, 0])})) == 0  # a classifier's labels: no rows
+    for p in model.parameters():  # LoRA-like: the head frozen, gradients still flow through it
+        p.requires_grad_(False)
+    model.model.layers[0].mlp.down_proj.weight.requires_grad_(True)
+    full, bare = pass_parameters(model), pass_parameters(model, head=False)
+    assert full.train_flops_per_token - bare.train_flops_per_token == 4 * head
+    assert training_flops(model, tokens=50, loss_rows=3) == bare.train_flops_per_token * 50 + 4 * head * 3
+
+
+def test_plain_lm_fit_counts_its_head_on_the_response_rows(seed, tmp_path):
+    from hybridft.fitting import TrainSpec, fit
+
+    model, features = _tiny_llama(seed), _features(seed)
+    head, body = head_and_body(model)
+    rows, tokens = response_fraction(features)
+    result = fit(model, features, _collate, TrainSpec(learning_rate=1e-3, epochs=2.0, batch_size=3, seed=seed),
+                 output_dir=tmp_path, progress=False)  # fmt: skip
+    assert (result.tokens, result.optimizer_steps) == (2 * tokens, 4)  # padding not counted
+    assert result.flops == 6 * body * 2 * tokens + 6 * head * 2 * rows
 
 
 def test_teacher_logits_gather_keeps_variable_rows_per_feature(seed):
