@@ -1,7 +1,8 @@
 """The learning rates in the CPU profiles are the dev-split sweeps' choice, not typed in: results/lr_sweep (2 epochs),
 results/lr_sweep_edges (adapter and LoRA re-swept one step past the edge their CoNLL choice sat at; it replaces
-results/lr_sweep's choice for the methods and tasks it swept) and results/lr_sweep_matched (plain_matched at its own
-epoch count, for the profiles rerun since it: quick)."""
+results/lr_sweep's choice for the methods and tasks it swept), and the sweeps of plain_matched at its own epoch count
+in the profiles rerun since: results/lr_sweep_matched (quick) and results/lr_sweep_semi_matched (semi, whose
+plain_matched is sized after hybrid with 3,000 unlabelled inputs)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from bench.methods import get_method
 SWEEP = Path(__file__).resolve().parents[2] / "results" / "lr_sweep"
 EDGES = SWEEP.parent / "lr_sweep_edges"
 MATCHED = SWEEP.parent / "lr_sweep_matched"
-TUNED_AT_OWN_LENGTH = ("quick",)  # profiles whose plain_matched takes its own sweep's rate
+SEMI_MATCHED = SWEEP.parent / "lr_sweep_semi_matched"
+TUNED_AT_OWN_LENGTH = {"quick": MATCHED, "semi": SEMI_MATCHED}  # profile → the sweep its plain_matched rate comes from
 
 
 def _chosen() -> dict[str, dict[str, float]]:
@@ -28,8 +30,9 @@ def _chosen() -> dict[str, dict[str, float]]:
 
 
 FULL_FT = ("plain", "plain_matched", "hybrid", "hybrid_output", "kd_pre", "kd_fine", "hybrid_a0.25", "hybrid_a0.75",
-           "plain_random")  # fmt: skip
-TEACHER = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine", "hybrid_a0.25", "hybrid_a0.75")
+           "plain_random", "hybrid_labelled")  # fmt: skip
+TEACHER = ("lp_ft", "wise_ft", "hybrid", "hybrid_output", "kd_pre", "kd_fine", "hybrid_a0.25", "hybrid_a0.75",
+           "hybrid_labelled")  # fmt: skip
 
 
 def test_sweep_records_never_score_on_the_evaluation_split():
@@ -39,11 +42,12 @@ def test_sweep_records_never_score_on_the_evaluation_split():
     assert {r["method"] for r in records} == set(lr_sweep.GRID)
 
 
-@pytest.mark.parametrize("folder", [EDGES, MATCHED])
-def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an_edge(folder):
+@pytest.mark.parametrize(("folder", "profile"), [(EDGES, "quick"), (MATCHED, "quick"), (SEMI_MATCHED, "semi")])
+def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an_edge(folder, profile):
     records = rec.load_records(folder)
     assert records and all(r["status"] == "ok" for r in records), f"run the sweep that writes {folder}"
-    dev_size = prof.load_profile("quick").run["dev_size"]
+    dev_size = prof.load_profile(profile).run["dev_size"]
+    assert all(r["config"]["train_size"] == prof.load_profile(profile).run["train_size"] for r in records)
     assert all(r["config"]["eval_on"] == "dev" and r["subsets"]["eval"]["size"] == dev_size for r in records)
     rates: dict[tuple[str, str], list[float]] = {}
     for r in records:
@@ -55,15 +59,16 @@ def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an
                 assert lr_sweep.step_past(tuple(grid[:-1]), grid[-2]) == pick, (folder.name, method, task, pick)
             if pick == grid[0]:
                 assert lr_sweep.step_past(tuple(grid[1:]), grid[1]) == pick, (folder.name, method, task, pick)
-    if folder == MATCHED:
+    if folder in (MATCHED, SEMI_MATCHED):
         assert {r["method"] for r in records} == {"plain_matched"}
         assert all(r["method_extra"]["matched_epochs"] > r["config"]["epochs"] for r in records)
 
 
-@pytest.mark.parametrize("name", ["quick", "ablations", "curves"])
+@pytest.mark.parametrize("name", ["quick", "ablations", "curves", "semi"])
 def test_profile_rates_are_the_sweep_choice(name):
     chosen = _chosen()
-    matched = lr_sweep.chosen_rates(rec.load_records(MATCHED))["plain_matched"]
+    folder = TUNED_AT_OWN_LENGTH.get(name)
+    matched = lr_sweep.chosen_rates(rec.load_records(folder))["plain_matched"] if folder else {}
     profile = prof.load_profile(name)
     for model in profile.models:
         for task in profile.tasks:
