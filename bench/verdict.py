@@ -27,6 +27,7 @@ from typing import Any
 from bench import records as rec
 from bench import stats
 from bench.eval_labels import LABELS_FILE
+from bench.methods.matched import LM_HEAD_RULE, LM_HEAD_RULE_KEY
 from bench.render import Table, markdown_table
 from bench.shift_tables import column_runs, mean_view, shift_sets
 from bench.table_core import (
@@ -102,6 +103,14 @@ def _flags(runs: list[dict[str, Any]], model: str, task: str, method: str, basel
     ]
     if unchecked:
         out.append(f"θ_pre unchecked {len(unchecked)}/{len(mine)} (records predate the probe fix)")
+    base_ok = [
+        r for r in runs if (r["model"], r["task"], r["method"]) == (model, task, baseline) and r["status"] == "ok"
+    ]
+    old_rule = [r for r in base_ok if r.get("task_kind") == "causal_lm"
+                and (r.get("method_extra") or {}).get(LM_HEAD_RULE_KEY) != LM_HEAD_RULE]  # fmt: skip
+    if old_rule:
+        out.append(f"{baseline} sized by the old LM-head count {len(old_rule)}/{len(base_ok)} (head at every "
+                   f"position for plain)")  # fmt: skip
     dirty = [r for r in runs if r["model"] == model and r["task"] == task and r["method"] in (method, baseline)
              and r.get("git_dirty")]  # fmt: skip
     if dirty:
@@ -190,7 +199,9 @@ def verdict_table(root: Path) -> Table:
         "FLOPs, so the other hybrid variants cost what this column says.",
         "Flags: runs that failed to learn (at or below the majority baseline) or collapsed (one class for nearly "
         "every example), a weak θ_pre (at or below its majority baseline on dev), records made before the probe "
-        "fix (θ_pre then a constant predictor: the row tests a broken recipe), and records from uncommitted code.",
+        "fix (θ_pre then a constant predictor: the row tests a broken recipe), a causal LM's matched baseline sized "
+        "before every LM pass counted its head on the loss rows only (hybridft.compute; it then trained short of "
+        "the hybrid pipeline's compute), and records from uncommitted code.",
         "Reading: ahead / behind where the ID t-interval excludes 0, else not resolved.",
     ]
     return table

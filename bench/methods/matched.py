@@ -44,6 +44,12 @@ if TYPE_CHECKING:
     from hybridft.compute import PassParameters
 
 
+# A causal LM's plain_matched records the rule its compute match counted the LM head by (hybridft.compute): on the
+# loss rows of every training pass. Records without it counted plain's head on every position.
+LM_HEAD_RULE_KEY = "lm_head_flops"
+LM_HEAD_RULE = "loss_rows"
+
+
 @dataclass(frozen=True)
 class MatchedFields:
     """The stages of the hybrid pipeline a compute-matched baseline is sized after (`check_matched_fields`).
@@ -176,8 +182,11 @@ class PlainMatched(Method):
 
     def train(self, ctx: TrainContext, config: PlainMatchedConfig) -> Trained:
         model = ctx.build_model()
-        if ctx.task.kind == "causal_lm":  # no LP stage; the student's head runs on response rows only
+        if ctx.task.kind == "causal_lm":  # no LP stage; every pass counts the LM head on the response rows
             target = lm_matched_epochs(model, ctx.train_features, config, ctx.run.epochs)
         else:
             target = matched_epochs(model, config, ctx.run.epochs, distill_ratio(ctx, config))
-        return train_matched(ctx, model, config, self.name, target)
+        trained = train_matched(ctx, model, config, self.name, target)
+        if ctx.task.kind == "causal_lm":  # which LM-head rule sized it (bench.verdict flags records without it)
+            trained.extra[LM_HEAD_RULE_KEY] = LM_HEAD_RULE
+        return trained

@@ -47,7 +47,9 @@ def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an
     records = rec.load_records(folder)
     assert records and all(r["status"] == "ok" for r in records), f"run the sweep that writes {folder}"
     dev_size = prof.load_profile(profile).run["dev_size"]
-    assert all(r["config"]["train_size"] == prof.load_profile(profile).run["train_size"] for r in records)
+    settings = prof.load_profile(profile).settings
+    assert all(r["config"]["train_size"] == settings(r["model"], r["task"], r["method"])[0]["train_size"]
+               for r in records)  # fmt: skip
     assert all(r["config"]["eval_on"] == "dev" and r["subsets"]["eval"]["size"] == dev_size for r in records)
     rates: dict[tuple[str, str], list[float]] = {}
     for r in records:

@@ -105,3 +105,16 @@ def test_the_readme_block_is_written_from_the_records_and_checked(tmp_path, monk
     _write(root / "quick", "sst2", "hybrid", [0.70], start=3)  # a new record makes the block stale
     _write(root / "quick", "sst2", "plain_matched", [0.75], start=3)
     assert readme.main(["verdict", "--check"]) == 1
+
+
+def test_an_lm_matched_baseline_sized_by_the_old_head_count_is_flagged(tmp_path):
+    from bench.methods.matched import LM_HEAD_RULE, LM_HEAD_RULE_KEY
+
+    root = tmp_path / "results"
+    _write(root / "old", "sst2_lm", "plain_matched", [0.80, 0.82, 0.81], task_kind="causal_lm")
+    _write(root / "old", "sst2_lm", "hybrid", [0.79, 0.80, 0.78], task_kind="causal_lm")
+    _write(root / "new", "sst2_lm", "plain_matched", [0.80, 0.82, 0.81], task_kind="causal_lm",
+           method_extra={LM_HEAD_RULE_KEY: LM_HEAD_RULE})  # fmt: skip
+    _write(root / "new", "sst2_lm", "hybrid", [0.79, 0.80, 0.78], task_kind="causal_lm")
+    flags = {row[ROW["Profile"]]: row[ROW["Flags"]] for row in verdict.verdict_table(root).rows}
+    assert flags["old"].startswith("plain_matched sized by the old LM-head count 3/3") and flags["new"] == "–"

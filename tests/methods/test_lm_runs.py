@@ -69,6 +69,7 @@ def test_every_lm_method_runs_and_counts_its_compute(data_dir, lm_cache, tmp_pat
     # plain_matched: within one optimizer step of the hybrid pipeline's FLOPs
     per_step = plain["train_flops"] / plain["optimizer_steps"]
     assert abs(results["plain_matched"]["train_flops"] - hybrid["train_flops"]) <= per_step
+    assert results["plain_matched"]["method_extra"]["lm_head_flops"] == "loss_rows"
 
 
 def test_zero_shot_is_the_alpha_one_end_of_the_wise_ft_line(data_dir, lm_cache, tmp_path):
