@@ -19,14 +19,12 @@ table applies Holm's correction within its families (docs/results.md).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from bench import records as rec
 from bench import stats
-from bench.eval_labels import LABELS_FILE
 from bench.methods.matched import LM_HEAD_RULE, LM_HEAD_RULE_KEY
 from bench.render import Table, markdown_table
 from bench.shift_tables import column_runs, mean_view, shift_sets
@@ -40,6 +38,7 @@ from bench.table_core import (
     t_text,
     task_rank,
 )
+from bench.tables import load_labels
 
 # (method, baseline): the hybrid family against the baseline that has its compute.
 COMPARISONS = (
@@ -65,11 +64,8 @@ def results_folders(root: Path) -> list[Path]:
 
 def load_runs(directory: Path) -> list[dict[str, Any]]:
     """The folder's runs (α sweeps left out), with the prediction shares its eval_labels.json gives."""
-    records = rec.load_records(directory)
-    labels_path = directory / LABELS_FILE
-    if labels_path.is_file():
-        records = stats.attach_labels(records, json.loads(labels_path.read_text(encoding="utf-8")))
-    return split_records(records)[0]
+    records, labels = rec.load_records(directory), load_labels(directory)
+    return split_records(stats.attach_labels(records, labels) if labels else records)[0]
 
 
 def _means(runs: list[dict[str, Any]]) -> float | None:
@@ -83,9 +79,10 @@ def _pair_text(mine: float | None, base: float | None) -> str:
     return f"{fmt_num(mine)} vs {fmt_num(base)}"
 
 
-def _flags(runs: list[dict[str, Any]], model: str, task: str, method: str, baseline: str) -> str:
-    """The flags of both sides: failed to learn, collapsed, weak θ_pre, θ_pre unchecked, uncommitted code."""
-    found = cells([r for r in runs if r["model"] == model and r["task"] == task], teachers=True)
+def _flags(side: list[dict[str, Any]], model: str, task: str, method: str, baseline: str) -> str:
+    """The flags of both sides (``side``: the runs of this model and task): failed to learn, collapsed, weak θ_pre,
+    θ_pre unchecked, an LM baseline sized by the old head count, uncommitted code."""
+    found = cells(side, teachers=True)
     out = []
     for name in (method, baseline):
         cell = found.get((model, name, task))
@@ -97,22 +94,19 @@ def _flags(runs: list[dict[str, Any]], model: str, task: str, method: str, basel
             out.append(f"{name} collapsed {cell.collapsed}/{cell.recorded}")
         if cell.weak_teachers:
             out.append(f"{name} weak θ_pre {cell.weak_teachers}/{cell.teachers_judged}")
-    mine = [r for r in runs if (r["model"], r["task"], r["method"]) == (model, task, method) and r["status"] == "ok"]
+    mine = [r for r in side if r["method"] == method and r["status"] == "ok"]
     unchecked = [
         r for r in mine if "probe" not in r and any(s.get("stage") == PROBE_STAGE for s in r.get("stages") or ())
     ]
     if unchecked:
         out.append(f"θ_pre unchecked {len(unchecked)}/{len(mine)} (records predate the probe fix)")
-    base_ok = [
-        r for r in runs if (r["model"], r["task"], r["method"]) == (model, task, baseline) and r["status"] == "ok"
-    ]
+    base_ok = [r for r in side if r["method"] == baseline and r["status"] == "ok"]
     old_rule = [r for r in base_ok if r.get("task_kind") == "causal_lm"
                 and (r.get("method_extra") or {}).get(LM_HEAD_RULE_KEY) != LM_HEAD_RULE]  # fmt: skip
     if old_rule:
         out.append(f"{baseline} sized by the old LM-head count {len(old_rule)}/{len(base_ok)} (head at every "
                    f"position for plain)")  # fmt: skip
-    dirty = [r for r in runs if r["model"] == model and r["task"] == task and r["method"] in (method, baseline)
-             and r.get("git_dirty")]  # fmt: skip
+    dirty = [r for r in side if r["method"] in (method, baseline) and r.get("git_dirty")]
     if dirty:
         out.append(f"uncommitted code {len(dirty)}")
     return "; ".join(out) or "–"
@@ -171,7 +165,7 @@ def folder_rows(directory: Path, name: str | None = None) -> list[list[str]]:
                 rows.append([name or directory.name, model, TASK_LABELS.get(task, task), f"{method} vs {baseline}",
                              str(diff.n_seeds if diff else 0), _pair_text(_means(mine), _means(base)),
                              _pair_text(ood_mine, ood_base), t_text(diff), boot_text(diff), t_text(ood_diff),
-                             _ratio_text(ratios), _flags(runs, model, task, method, baseline), _reading(diff)])  # fmt: skip
+                             _ratio_text(ratios), _flags(side, model, task, method, baseline), _reading(diff)])  # fmt: skip
     return rows
 
 
