@@ -1,8 +1,8 @@
 """The learning rates in the CPU profiles are the dev-split sweeps' choice, not typed in: results/lr_sweep (2 epochs),
 results/lr_sweep_edges (adapter and LoRA re-swept one step past the edge their CoNLL choice sat at; it replaces
 results/lr_sweep's choice for the methods and tasks it swept), and the sweeps of plain_matched at its own epoch count
-in the profiles rerun since: results/lr_sweep_matched (quick) and results/lr_sweep_semi_matched (semi, whose
-plain_matched is sized after hybrid with 3,000 unlabelled inputs)."""
+in the profiles rerun since: results/lr_sweep_matched (quick), results/lr_sweep_semi_matched (semi, whose
+plain_matched is sized after hybrid with 3,000 unlabelled inputs) and results/lr_sweep_llm_matched (llm-quick)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ SWEEP = Path(__file__).resolve().parents[2] / "results" / "lr_sweep"
 EDGES = SWEEP.parent / "lr_sweep_edges"
 MATCHED = SWEEP.parent / "lr_sweep_matched"
 SEMI_MATCHED = SWEEP.parent / "lr_sweep_semi_matched"
+LLM_MATCHED = SWEEP.parent / "lr_sweep_llm_matched"
 TUNED_AT_OWN_LENGTH = {"quick": MATCHED, "semi": SEMI_MATCHED}  # profile → the sweep its plain_matched rate comes from
 
 
@@ -42,7 +43,8 @@ def test_sweep_records_never_score_on_the_evaluation_split():
     assert {r["method"] for r in records} == set(lr_sweep.GRID)
 
 
-@pytest.mark.parametrize(("folder", "profile"), [(EDGES, "quick"), (MATCHED, "quick"), (SEMI_MATCHED, "semi")])
+@pytest.mark.parametrize(("folder", "profile"), [(EDGES, "quick"), (MATCHED, "quick"), (SEMI_MATCHED, "semi"),
+                                                 (LLM_MATCHED, "llm-quick")])  # fmt: skip
 def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an_edge(folder, profile):
     records = rec.load_records(folder)
     assert records and all(r["status"] == "ok" for r in records), f"run the sweep that writes {folder}"
@@ -61,7 +63,7 @@ def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an
                 assert lr_sweep.step_past(tuple(grid[:-1]), grid[-2]) == pick, (folder.name, method, task, pick)
             if pick == grid[0]:
                 assert lr_sweep.step_past(tuple(grid[1:]), grid[1]) == pick, (folder.name, method, task, pick)
-    if folder in (MATCHED, SEMI_MATCHED):
+    if folder in (MATCHED, SEMI_MATCHED, LLM_MATCHED):
         assert {r["method"] for r in records} == {"plain_matched"}
         assert all(r["method_extra"]["matched_epochs"] > r["config"]["epochs"] for r in records)
 
@@ -97,11 +99,14 @@ def test_llm_quick_rates_are_its_own_sweeps_choice():
     _, grid = lr_sweep.sweep_plan(profile)
     assert {r["method"] for r in records} == set(grid)
     chosen = lr_sweep.chosen_rates(records)
+    matched = lr_sweep.chosen_rates(rec.load_records(LLM_MATCHED))["plain_matched"]  # at its own length
     for task in profile.tasks:
         for method in profile.methods:
             run_fields, args = profile.settings(profile.models[0], task, method)
             config = get_method(method).make_config(args, run_fields.get("learning_rate"))
-            if method in ("plain", "plain_matched", "hybrid"):
+            if method == "plain_matched":
+                assert config.learning_rate == matched[task]
+            if method in ("plain", "hybrid"):
                 assert config.learning_rate == chosen["plain"][task], method
             if method == "hybrid":
                 assert config.ft_learning_rate == chosen["plain"][task]
