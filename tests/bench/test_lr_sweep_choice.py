@@ -2,7 +2,8 @@
 results/lr_sweep_edges (adapter and LoRA re-swept one step past the edge their CoNLL choice sat at; it replaces
 results/lr_sweep's choice for the methods and tasks it swept), and the sweeps of plain_matched at its own epoch count
 in the profiles rerun since: results/lr_sweep_matched (quick), results/lr_sweep_semi_matched (semi, whose
-plain_matched is sized after hybrid with 3,000 unlabelled inputs) and results/lr_sweep_llm_matched (llm-quick)."""
+plain_matched is sized after hybrid with 3,000 unlabelled inputs), results/lr_sweep_llm_matched (llm-quick) and
+results/lr_sweep_variants_matched (variants: plain_matched and lora_matched)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ EDGES = SWEEP.parent / "lr_sweep_edges"
 MATCHED = SWEEP.parent / "lr_sweep_matched"
 SEMI_MATCHED = SWEEP.parent / "lr_sweep_semi_matched"
 LLM_MATCHED = SWEEP.parent / "lr_sweep_llm_matched"
+VARIANTS_MATCHED = SWEEP.parent / "lr_sweep_variants_matched"
 TUNED_AT_OWN_LENGTH = {"quick": MATCHED, "semi": SEMI_MATCHED}  # profile → the sweep its plain_matched rate comes from
 
 
@@ -44,7 +46,7 @@ def test_sweep_records_never_score_on_the_evaluation_split():
 
 
 @pytest.mark.parametrize(("folder", "profile"), [(EDGES, "quick"), (MATCHED, "quick"), (SEMI_MATCHED, "semi"),
-                                                 (LLM_MATCHED, "llm-quick")])  # fmt: skip
+                                                 (LLM_MATCHED, "llm-quick"), (VARIANTS_MATCHED, "variants")])  # fmt: skip
 def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an_edge(folder, profile):
     records = rec.load_records(folder)
     assert records and all(r["status"] == "ok" for r in records), f"run the sweep that writes {folder}"
@@ -63,8 +65,9 @@ def test_later_sweeps_score_on_dev_at_the_profile_size_and_leave_no_choice_at_an
                 assert lr_sweep.step_past(tuple(grid[:-1]), grid[-2]) == pick, (folder.name, method, task, pick)
             if pick == grid[0]:
                 assert lr_sweep.step_past(tuple(grid[1:]), grid[1]) == pick, (folder.name, method, task, pick)
-    if folder in (MATCHED, SEMI_MATCHED, LLM_MATCHED):
-        assert {r["method"] for r in records} == {"plain_matched"}
+    if folder in (MATCHED, SEMI_MATCHED, LLM_MATCHED, VARIANTS_MATCHED):
+        assert {r["method"] for r in records} == ({"plain_matched", "lora_matched"} if folder == VARIANTS_MATCHED
+                                                  else {"plain_matched"})  # fmt: skip
         assert all(r["method_extra"]["matched_epochs"] > r["config"]["epochs"] for r in records)
 
 
@@ -112,3 +115,21 @@ def test_llm_quick_rates_are_its_own_sweeps_choice():
                 assert config.ft_learning_rate == chosen["plain"][task]
             if method == "lora":
                 assert config.learning_rate == chosen["lora"][task]
+
+
+def test_variants_matched_rates_are_their_own_sweeps_choice():
+    """variants: plain_matched and lora_matched at the rates chosen at their own length; every other row of the two
+    families at the family's rate (the quick profile's choice, not re-swept at 500 examples)."""
+    matched = lr_sweep.chosen_rates(rec.load_records(VARIANTS_MATCHED))
+    profile = prof.load_profile("variants")
+    for task in profile.tasks:
+        rates = {}
+        for method in profile.methods:
+            run_fields, args = profile.settings(profile.models[0], task, method)
+            rates[method] = get_method(profile.base_method(method)).make_config(args, run_fields.get("learning_rate"))
+        assert rates["plain_matched"].learning_rate == matched["plain_matched"][task]
+        assert rates["lora_matched"].learning_rate == matched["lora_matched"][task]
+        assert (
+            rates["lora"].learning_rate == rates["hybrid_lora"].learning_rate == rates["hybrid_lora"].ft_learning_rate
+        )
+        assert rates["plain"].learning_rate == rates["hybrid"].learning_rate == rates["hybrid"].ft_learning_rate
