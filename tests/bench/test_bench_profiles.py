@@ -24,8 +24,8 @@ def _profile(**extra):
 
 
 def test_shipped_profiles_load_and_say_what_they_cover():
-    assert prof.profile_names() == ["ablations", "curves", "llm-paper", "llm-quick", "llm-smoke", "paper", "quick",
-                                    "semi", "smoke", "teachers", "variants"]  # fmt: skip
+    assert prof.profile_names() == ["ablations", "curves", "llm-paper", "llm-quick", "llm-smoke", "mrpc-budget",
+                                    "paper", "quick", "semi", "smoke", "teachers", "variants"]  # fmt: skip
     smoke, quick, paper, ablations = (prof.load_profile(n) for n in ("smoke", "quick", "paper", "ablations"))
     assert smoke.offline_tasks and set(smoke.tasks) == set(OFFLINE) and smoke.methods == ALL_METHODS
     assert smoke.seeds == (0, 1) and smoke.alpha_sweep and smoke.requires == ()  # plain_matched with 2 seeds
@@ -189,7 +189,7 @@ def test_unknown_profile_is_named():
     with pytest.raises(
         ValueError,
         match=r"unknown profile 'fast'; expected one of \['ablations', 'curves', 'llm-paper', 'llm-quick', "
-        r"'llm-smoke', 'paper', 'quick', 'semi', 'smoke', 'teachers', 'variants'\]",
+        r"'llm-smoke', 'mrpc-budget', 'paper', 'quick', 'semi', 'smoke', 'teachers', 'variants'\]",
     ):
         prof.load_profile("fast")
 
