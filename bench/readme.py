@@ -91,8 +91,9 @@ def session_lines(directory: Path) -> list[str]:
             cache = "from an empty stage cache"
         else:
             cache = f"with {cached} stage artifacts already cached" if cached is not None else "with a warm stage cache"
-        setup = ""
+        setup, command = "", "python -m bench"  # what nox -s bench runs too; the session says nox only if it ran
         if s.get("venv_setup_s") is not None:
+            command = "nox -s bench"
             kind = "building a fresh venv" if s.get("venv_fresh") else "checking the existing venv"
             setup = f"; before it, nox's install step took {s['venv_setup_s'] / 60:.1f} min ({kind})"
         stopped = " (interrupted)" if s.get("interrupted") else ""
@@ -102,7 +103,7 @@ def session_lines(directory: Path) -> list[str]:
             workers = f" in {s['workers']} worker{'s' if s['workers'] != 1 else ''}" + (
                 f" × {threads} thread{'s' if threads != 1 else ''}" if threads else "")  # fmt: skip
         lines.append(
-            f"Measured: `nox -s bench`{stopped} ran {s['runs_executed']} of the {s['matrix_runs']} runs{workers} in "
+            f"Measured: `{command}`{stopped} ran {s['runs_executed']} of the {s['matrix_runs']} runs{workers} in "
             f"{s['wall_time_s'] / 60:.1f} min, {cache}, on {_hardware(s)}, git {str(s.get('git_revision'))[:12]}"
             f"{' (dirty)' if s.get('git_dirty') else ''}, started {s.get('started_at', '?')}{setup}"
             + (f" (time reconstructed {s['reconstructed']})." if s.get("reconstructed") else ".")
