@@ -16,10 +16,14 @@ def folder_records(folder: Path, command: str) -> list[dict]:
     return found
 
 
-def assert_whole_matrix_from_one_clean_commit(records: list[dict], folder: Path, profile: prof.Profile) -> None:
-    expected = {(t, m, s) for t in profile.tasks for m in profile.methods for s in profile.seeds_of(m)}
+def assert_whole_matrix_from_one_clean_commit(records: list[dict], folder: Path, profile: prof.Profile,
+                                              rows: tuple[str, ...] | None = None) -> list[dict]:  # fmt: skip
+    """``rows``: the profile's methods unless given (e.g. with the α-sweep pseudo-row). Returns the sessions."""
+    rows = tuple(profile.methods) if rows is None else rows
+    expected = {(t, m, s) for t in profile.tasks for m in rows for s in profile.seeds_of(m)}
     assert {(r["task"], r["method"], r["seed"]) for r in records} == expected
     assert all(r["status"] == "ok" for r in records)
     assert len({r["git_revision"] for r in records}) == 1 and not any(r["git_dirty"] for r in records)
     sessions = [json.loads(line) for line in (folder / "sessions.jsonl").read_text().splitlines() if line.strip()]
     assert sessions[0]["cache_empty_at_start"] and sum(s["runs_executed"] for s in sessions) == len(expected)
+    return sessions

@@ -4,15 +4,14 @@ effective-robustness plot draws the α curves), and every teacher stage learned.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from bench import profiles as prof
-from bench import records as rec
 from bench import stats
 from bench.shift import default_specs
+from tests.bench._results_matrix import assert_whole_matrix_from_one_clean_commit, folder_records
 
 ABLATIONS = Path(__file__).resolve().parents[2] / "results" / "ablations"
 MIN_SHIFT_ROWS = 300  # each shift set's scored subset
@@ -21,20 +20,13 @@ TEACHER_ROWS = ("hybrid", "hybrid_a0.25", "hybrid_a0.75", "kd_pre", "kd_fine", "
 
 @pytest.fixture(scope="module")
 def records():
-    found = rec.load_records(ABLATIONS)
-    assert found, f"no records in {ABLATIONS}: run nox -s bench -- --profile ablations"
-    return found
+    return folder_records(ABLATIONS, "nox -s bench -- --profile ablations")
 
 
 def test_the_matrix_is_complete_at_three_seeds_from_one_clean_commit(records):
     profile = prof.load_profile("ablations")
-    rows = [*profile.methods, prof.ALPHA_SWEEP]
-    expected = {(t, m, s) for t in profile.tasks for m in rows for s in profile.seeds}
-    assert len(profile.seeds) == 3 and {(r["task"], r["method"], r["seed"]) for r in records} == expected
-    assert all(r["status"] == "ok" for r in records)
-    assert len({r["git_revision"] for r in records}) == 1 and not any(r["git_dirty"] for r in records)
-    sessions = [json.loads(line) for line in (ABLATIONS / "sessions.jsonl").read_text().splitlines() if line.strip()]
-    assert sessions[0]["cache_empty_at_start"] and sum(s["runs_executed"] for s in sessions) == len(expected)
+    assert len(profile.seeds) == 3 and not profile.method_seeds
+    assert_whole_matrix_from_one_clean_commit(records, ABLATIONS, profile, (*profile.methods, prof.ALPHA_SWEEP))
 
 
 def test_every_record_and_every_alpha_point_is_scored_on_every_shift_set(records):

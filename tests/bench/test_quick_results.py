@@ -4,14 +4,13 @@ floors the profile is sized for."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from bench import profiles as prof
-from bench import records as rec
 from bench import stats
+from tests.bench._results_matrix import assert_whole_matrix_from_one_clean_commit, folder_records
 
 QUICK = Path(__file__).resolve().parents[2] / "results" / "quick"
 PLAIN_FLOORS = {"sst2": 78.0, "stsb": 60.0, "conll2003": 55.0}  # headline %, the mean over seeds
@@ -19,20 +18,13 @@ PLAIN_FLOORS = {"sst2": 78.0, "stsb": 60.0, "conll2003": 55.0}  # headline %, th
 
 @pytest.fixture(scope="module")
 def records():
-    found = rec.load_records(QUICK)
-    assert found, f"no records in {QUICK}: run nox -s bench"
-    return found
+    return folder_records(QUICK, "nox -s bench")
 
 
 def test_the_matrix_is_complete_at_five_seeds_from_one_clean_commit(records):
     profile = prof.load_profile("quick")
-    assert profile.seeds == (0, 1, 2, 3, 4)
-    expected = {(t, m, s) for t in profile.tasks for m in profile.methods for s in profile.seeds}
-    assert {(r["task"], r["method"], r["seed"]) for r in records} == expected
-    assert all(r["status"] == "ok" for r in records)
-    assert len({r["git_revision"] for r in records}) == 1 and not any(r["git_dirty"] for r in records)
-    sessions = [json.loads(line) for line in (QUICK / "sessions.jsonl").read_text().splitlines() if line.strip()]
-    assert sessions[0]["cache_empty_at_start"] and sum(s["runs_executed"] for s in sessions) == len(expected)
+    assert profile.seeds == (0, 1, 2, 3, 4) and not profile.method_seeds
+    sessions = assert_whole_matrix_from_one_clean_commit(records, QUICK, profile)
     assert {s["git_revision"] for s in sessions} == {records[0]["git_revision"]}
     assert {r["hardware"]["torch_threads"] for r in records} == {sessions[0]["threads_per_worker"]}
 
